@@ -1,0 +1,38 @@
+"""The one place that maps a backend name to a LIF implementation.
+
+Every LIF implementation has the signature ``lif(x, tau, thresh, gamma) -> spikes`` for ``x`` of
+shape ``[B, T, ...]``. ``train.py``, ``infer.py`` and the model only pass the name through.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from snn.errors import UserError
+from snn.lif import lif_reference
+
+LIFFunction = Callable[[torch.Tensor, float, float, float], torch.Tensor]
+
+BACKENDS = ("torch", "triton")
+
+
+def _load_triton() -> LIFFunction:
+    try:
+        from kernels import lif_spike
+    except ImportError as exc:  # triton missing or broken: say so instead of a deep traceback
+        raise UserError(
+            f"backend 'triton' needs the 'triton' package, which could not be imported ({exc}); "
+            "install it (pip install -e .) or use --backend torch."
+        ) from exc
+    return lif_spike
+
+
+def get_lif_function(name: str) -> LIFFunction:
+    """Return the LIF implementation registered under ``name`` (one of :data:`BACKENDS`)."""
+    if name == "torch":
+        return lif_reference
+    if name == "triton":
+        return _load_triton()
+    raise UserError(f"unknown backend {name!r}; supported backends are: {', '.join(BACKENDS)}.")
