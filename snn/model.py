@@ -1,0 +1,64 @@
+"""The spiking MLP: 784 -> Linear 512 -> LIF -> Linear 512 -> LIF -> Linear 10, mean over T.
+
+:class:`SpikingMLP` computes the seed's function with about half the work, using two identities:
+
+* Direct encoding presents the same image at every step, so ``fc1(x_t)`` is the same for all t:
+  compute it once per sample and broadcast it over T as a stride-0 view (the LIF layer reads it
+  in place; its gradient is summed over T).
+* ``fc3`` is affine and the output is the mean over T, so ``mean_t fc3(s_t) = fc3(mean_t s_t)``:
+  average the spikes first and apply ``fc3`` once per sample.
+
+Parameters and state-dict keys are those of the literal per-step model in ``snn.seed_model``, so
+weights move freely between the two (a test checks they compute the same outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from snn.layers import direct_encode
+from snn.lif import DEFAULT_GAMMA, DEFAULT_TAU, DEFAULT_THRESH, LIFSpike
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Everything that fixes the network's function (stored in checkpoints)."""
+
+    in_features: int = 784
+    hidden: int = 512
+    num_classes: int = 10
+    time_steps: int = 6
+    tau: float = DEFAULT_TAU
+    thresh: float = DEFAULT_THRESH
+    gamma: float = DEFAULT_GAMMA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SpikingMLP(nn.Module):
+    """Spiking MLP on images ``[B, 1, 28, 28]`` (or ``[B, 784]``); returns logits ``[B, 10]``."""
+
+    def __init__(self, config: MLPConfig = MLPConfig(), backend: str = "torch"):
+        super().__init__()
+        self.config = config
+        lif_args = dict(tau=config.tau, thresh=config.thresh, gamma=config.gamma, backend=backend)
+        self.fc1 = nn.Linear(config.in_features, config.hidden)
+        self.lif1 = LIFSpike(**lif_args)
+        self.fc2 = nn.Linear(config.hidden, config.hidden)
+        self.lif2 = LIFSpike(**lif_args)
+        self.fc3 = nn.Linear(config.hidden, config.num_classes)
+
+    def forward_with_spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the spike trains ``[B, T, hidden]`` of both LIF layers (for figures)."""
+        current = self.fc1(images.flatten(1))  # [B, hidden], once per sample
+        spikes1 = self.lif1(direct_encode(current, self.config.time_steps))  # stride-0 time dim
+        spikes2 = self.lif2(self.fc2(spikes1))  # Linear acts on the last dim of [B, T, hidden]
+        logits = self.fc3(spikes2.mean(dim=1))  # mean over T before the affine output layer
+        return logits, [spikes1, spikes2]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_spikes(images)[0]

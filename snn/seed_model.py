@@ -1,0 +1,38 @@
+"""The seed's model, literally: every layer runs at every time step, the output is averaged last.
+
+Kept as the specification :class:`snn.model.SpikingMLP` is tested against, and as the "plain
+implementation" the benchmarks compare with. Same parameters and state-dict keys as SpikingMLP.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snn.layers import apply_per_step
+from snn.lif import LIFSpike
+from snn.model import MLPConfig
+
+
+def add_dimension(x: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """The seed's ``add_dimention``: a materialised copy of ``x`` for each of T steps."""
+    return x.unsqueeze(1).repeat(1, time_steps, *([1] * (x.dim() - 1)))
+
+
+class SeedMLP(nn.Module):
+    def __init__(self, config: MLPConfig = MLPConfig(), backend: str = "torch"):
+        super().__init__()
+        self.config = config
+        lif_args = dict(tau=config.tau, thresh=config.thresh, gamma=config.gamma, backend=backend)
+        self.fc1 = nn.Linear(config.in_features, config.hidden)
+        self.lif1 = LIFSpike(**lif_args)
+        self.fc2 = nn.Linear(config.hidden, config.hidden)
+        self.lif2 = LIFSpike(**lif_args)
+        self.fc3 = nn.Linear(config.hidden, config.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = add_dimension(images.flatten(1), self.config.time_steps)  # [B, T, 784]
+        x = self.lif1(apply_per_step(self.fc1, x))
+        x = self.lif2(apply_per_step(self.fc2, x))
+        x = apply_per_step(self.fc3, x)  # [B, T, 10]
+        return x.mean(dim=1)

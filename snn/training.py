@@ -1,0 +1,76 @@
+"""Training and evaluation loops over on-device uint8 MNIST tensors (used by train.py and tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+import torch.nn.functional as F
+
+from snn.data import to_float_images
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled`` (CUDA, or CPU where supported), else a no-op."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The sample order of one epoch: a pure function of (seed, epoch), so resume replays it exactly."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,
+                    amp=False, progress=None, log_every=20):
+    """One pass over ``images``/``labels`` (uint8 / int64 on the model's device).
+
+    Returns ``(mean loss, accuracy, samples per second)``. ``progress`` is an optional tqdm bar
+    advanced per sample; loss is read back only every ``log_every`` steps to avoid syncs.
+    """
+    model.train()
+    device = images.device
+    order = epoch_permutation(len(labels), seed, epoch, device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    start = time.perf_counter()
+    for step, first in enumerate(range(0, len(order), batch_size)):
+        index = order[first:first + batch_size]
+        x, y = to_float_images(images[index]), labels[index]
+        with autocast_context(device, amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if progress is not None:
+            progress.update(len(y))
+            if step % log_every == 0:
+                seen = first + len(y)
+                progress.set_postfix(loss=f"{loss.item():.4f}",
+                                     samples_s=f"{seen / (time.perf_counter() - start):,.0f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    n = max(len(labels), 1)
+    return loss_sum.item() / n, correct.item() / n, len(labels) / seconds
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, *, batch_size=1000, amp=False):
+    """Test accuracy of ``model`` on uint8 ``images`` and int64 ``labels``."""
+    model.eval()
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for first in range(0, len(labels), batch_size):
+        x = to_float_images(images[first:first + batch_size])
+        with autocast_context(images.device, amp):
+            logits = model(x)
+        correct += (logits.argmax(1) == labels[first:first + batch_size]).sum()
+    return correct.item() / max(len(labels), 1)
