@@ -1,0 +1,527 @@
+"""Fused Leaky Integrate-and-Fire (LIF) layer: one Triton kernel for the forward, one for the backward.
+
+Semantics (those of :func:`snn.lif.lif_reference`, which is what the tests prove this against).
+``x`` has shape ``[B, T, ...]``; every neuron ``(b, n)`` runs the recurrence below over ``t``,
+with ``v`` starting at 0 and all arithmetic in fp32 whatever the input dtype::
+
+    h_t = v_{t-1} * tau + x_t          # pre-reset potential: product rounded, then sum (no FMA)
+    s_t = (h_t - thresh > 0)           # strict Heaviside, returned in the input dtype
+    v_t = h_t * (1 - s_t)              # hard reset as a product, so h = +inf spikes and leaves NaN
+
+Backward. Write ``sg(h) = max(0, gamma - |h - thresh|) / gamma**2`` for the triangular surrogate of
+``ds/dh`` and ``g_s`` for the incoming gradient of the spikes. ``v_t`` feeds the next step only
+through ``h_{t+1} = v_t * tau + x_{t+1}``, so the gradient reaching ``v_t`` is
+``c_t = tau * g_h[t+1]`` (``c_{T-1} = 0``: the last potential is unused). ``h_t`` reaches the loss
+by three paths, the spike output, the reset product ``v_t = h_t * (1 - s_t)`` through its first
+factor, and the same product through ``s_t`` in its second factor::
+
+    dL/ds_t = g_s[t] + c_t * d(h_t * (1 - s_t))/ds_t = g_s[t] - c_t * h_t
+    g_h[t]  = c_t * (1 - s_t)  +  dL/ds_t * sg(h_t)
+            = c_t * (1 - s_t)  +  (g_s[t] - c_t * h_t) * sg(h_t)
+
+The reset is not detached, so the surrogate also carries the gradient of the reset: a neuron
+near threshold that spikes loses ``h_t`` of potential, and ``-c_t * h_t * sg(h_t)`` is what that
+loss costs according to the surrogate. Because ``h_t = v_{t-1} * tau + x_t``, ``g_x[t] = g_h[t]``
+and ``c_{t-1} = tau * g_h[t]``: a reverse-time scan that needs ``h_t`` and ``s_t`` only. The kernel
+evaluates the expression in the grouping written above because that is the order reference
+autograd rounds in (``g_s - c*h`` is accumulated on the spike, multiplied by the surrogate, then
+added to ``c * (1 - s)``), which keeps fp32 gradients equal to the reference to the last bit on
+the interpreter. The last step is peeled: there ``g_h = g_s * sg(h)`` with no ``c`` term at all
+(reference autograd never visits the unused last reset, so ``0 * h`` never makes a NaN when h is
+infinite).
+
+Saved state (counted by a test with ``torch.autograd.graph.saved_tensors_hooks``). The reference
+saves 16 bytes per fp32 neuron-step (``h - thresh`` and ``s`` for the surrogate, ``1 - s`` and ``h``
+for the reset product). This kernel saves only ``h``:
+
+* fp32 input: ``h`` in fp32, 4 bytes per neuron-step. The backward recomputes ``s`` exactly.
+* fp16 / bf16 input: ``h`` rounded to the input dtype, 2 bytes per neuron-step, with
+  threshold-consistent rounding: when the round-to-nearest value ``q`` lands on the other side of
+  ``thresh`` than the fp32 ``h`` did (``(q - thresh > 0) != s``), the neighbouring representable
+  value on the correct side is stored instead (a one-ulp nudge on the bit pattern). The backward
+  therefore recovers the forward's spikes exactly; only ``c * h`` and ``sg(h)`` see the rounding.
+
+Neither ``x`` nor the spikes are saved. Under ``torch.no_grad`` (or when ``x`` does not require
+grad) ``h`` is not written at all.
+
+Memory traffic per neuron-step, the minimum for this op (the kernel moves exactly this):
+forward reads ``x`` and writes ``s`` and ``h`` (12 B fp32, 6 B fp16/bf16; 8 B / 4 B without grad),
+backward reads ``g_s`` and ``h`` and writes ``g_x`` (12 B fp32, 6 B fp16/bf16). The eager reference
+runs about eight elementwise kernels per step, each reading and writing whole ``[B, N]`` tensors.
+
+Floating-point contraction. On the GPU the compiler may fuse ``v * tau + x`` into one FMA, which
+rounds once instead of twice and flips a spike whenever the unfused sum lands exactly on
+``thresh``. We choose exactness: both kernels are launched with ``enable_fp_fusion=False`` (a
+Triton compile option: no LLVM contraction, ``ptxas --fmad=false``), so every product and sum is
+rounded like eager PyTorch. The interpreter ignores the option and evaluates each op separately
+in numpy, which is unfused too. A test constructs inputs where the two roundings disagree.
+
+Layout. ``x`` is viewed as ``[B, T, N]`` (no copy when the trailing dims collapse; a copy only when
+they do not) and read through its strides, so transposed views and a stride-0 time dimension
+(``h.unsqueeze(1).expand(B, T, N)``) are read in place. Outputs are contiguous. A 1-D grid
+enumerates ``[BLOCK_B, BLOCK_N]`` tiles of the ``(B, N)`` neuron plane, N fastest; each program
+owns its tile for all T steps (``T`` is a runtime loop bound and not specialised on, so long
+sequences do not recompile). Offsets are int64, so tensors past 2**31 elements are addressed
+correctly.
+
+Interpreter. When no CUDA device is present and the user has not chosen (``TRITON_INTERPRET`` unset
+and ``triton.knobs.runtime.interpret`` not set explicitly), importing this module sets
+``TRITON_INTERPRET=1`` before the kernels are decorated (Triton 3.x reads it through
+``triton.knobs.runtime.interpret`` at decoration time, so this works even when ``triton`` was
+imported earlier), and the first launch logs one line saying the kernel runs in the interpreter.
+Only builtins of ``triton.language`` are used inside the kernels (no ``tl.cdiv``/``tl.zeros``,
+which are themselves ``@triton.jit`` functions and were decorated for the GPU if ``triton`` had been
+imported before the interpreter was chosen). The interpreter truncates fp32 -> bf16 casts, so bf16 is converted by hand with the bit-exact
+round-to-nearest-even that PyTorch and ``cvt.rn.bf16.f32`` use.
+
+Limits: float16, bfloat16 and float32 inputs (float64 is rejected: the kernel computes in fp32);
+``tau``, ``thresh`` and ``gamma`` are Python numbers (no gradient to them); no double backward.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+
+import torch
+
+
+def _choose_interpreter() -> None:
+    """Run Triton in its CPU interpreter when there is no CUDA device and the user has not chosen."""
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    try:  # an explicit ``triton.knobs.runtime.interpret = ...`` is a choice too
+        from triton import knobs
+
+        if "interpret" in vars(knobs.runtime):
+            return
+    except ImportError:  # older Triton without knobs: the environment variable is all there is
+        pass
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_choose_interpreter()
+
+import triton  # noqa: E402  (after the interpreter choice, although Triton 3.x would also see it later)
+import triton.language as tl  # noqa: E402
+from torch.autograd.function import once_differentiable  # noqa: E402
+
+_log = logging.getLogger(__name__)
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# Tile shape. A program owns BLOCK_B x BLOCK_N neurons for all T steps; BLOCK_N is the contiguous
+# (vectorised) direction. 1024 neurons per program with 4 warps is 8 elements per thread: on an
+# H200 that keeps enough loads in flight per SM for this memory-bound scan (B=8192, N=512 -> 8192
+# programs; B=256, N=65536 -> 16384 programs). Tests shrink these to cross tile boundaries cheaply.
+MAX_BLOCK_N = 1024
+TILE_NEURONS = 1024
+
+# Testing aid: when True, output buffers are filled with NaN before launch so that any element a
+# kernel fails to write shows up. Costs nothing when False.
+POISON_OUTPUTS = False
+
+
+# ----------------------------------------------------------------------------------------------
+# dtype helpers (jit, inlined)
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _to_fp32(x):
+    """Upcast to fp32; bf16 by moving its 16 bits to the top of an fp32 word (exact everywhere)."""
+    if x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _from_fp32(x, DTYPE: tl.constexpr):
+    """Round fp32 to DTYPE to nearest even; bf16 by hand because the interpreter truncates."""
+    if DTYPE == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        u = tl.where(x != x, 0x7FC0, u)  # NaN stays a (quiet) NaN
+        return u.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(DTYPE)
+
+
+@triton.jit
+def _round_to_side(h, spike, thresh, DTYPE: tl.constexpr):
+    """Round fp32 ``h`` to 16-bit DTYPE, nudged one ulp so that ``(q - thresh > 0) == spike``."""
+    q = _from_fp32(h, DTYPE)
+    qf = _to_fp32(q)
+    wrong_side = ((qf - thresh) > 0) != (spike > 0)
+    bits = q.to(tl.int16, bitcast=True).to(tl.int32)
+    mag = tl.where(qf == 0, 0, bits)  # -0 -> +0 so that both zeros step the same way
+    # Sign-magnitude: for q >= 0 the next value up is bits + 1; for q < 0 (negative int16) it is bits - 1.
+    up = tl.where(mag >= 0, mag + 1, mag - 1)
+    # Next value down: positive -> bits - 1, zero -> smallest negative subnormal (0x8001), negative -> bits + 1.
+    down = tl.where(mag > 0, mag - 1, tl.where(mag == 0, -32767, mag + 1))
+    bits = tl.where(wrong_side, tl.where(spike > 0, up, down), bits)
+    return bits.to(tl.int16).to(DTYPE, bitcast=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lif_fwd_kernel(
+    x_ptr,  # *{fp16,bf16,fp32} input current, viewed as [B, T, N] with arbitrary strides
+    s_ptr,  # *x.dtype output spikes [B, T, N]
+    h_ptr,  # *{fp32 (fp32 input), x.dtype (16-bit input)} saved pre-reset potential [B, T, N]
+    B,  # batch size
+    T,  # number of time steps (runtime loop bound, >= 1)
+    N,  # neurons per sample (product of the trailing dims)
+    stride_xb,  # x stride of dim 0, in elements
+    stride_xt,  # x stride of dim 1 (may be 0 for an input broadcast over time)
+    stride_xn,  # x stride of dim 2
+    stride_sb,  # spikes stride of dim 0
+    stride_st,  # spikes stride of dim 1
+    stride_sn,  # spikes stride of dim 2
+    stride_hb,  # saved-potential stride of dim 0
+    stride_ht,  # saved-potential stride of dim 1
+    stride_hn,  # saved-potential stride of dim 2
+    tau,  # fp32 leak factor
+    thresh,  # fp32 firing threshold
+    SAVE_H: tl.constexpr,  # write h for the backward (False under no_grad)
+    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
+    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
+):
+    # int64 before any multiplication by a stride: offsets may pass 2**31 elements.
+    pid = tl.program_id(0).to(tl.int64)
+    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N  # not tl.cdiv: see "Interpreter" in the module docstring
+    pid_b = pid // num_pid_n
+    pid_n = pid % num_pid_n
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+
+    x_ptrs = x_ptr + offs_b[:, None] * stride_xb + offs_n[None, :] * stride_xn
+    s_ptrs = s_ptr + offs_b[:, None] * stride_sb + offs_n[None, :] * stride_sn
+    h_ptrs = h_ptr + offs_b[:, None] * stride_hb + offs_n[None, :] * stride_hn
+
+    v = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
+    for _ in range(0, T):
+        x = _to_fp32(tl.load(x_ptrs, mask=mask, other=0.0))
+        h = v * tau + x  # two roundings, as eager PyTorch (launched with enable_fp_fusion=False)
+        spike = ((h - thresh) > 0).to(tl.float32)
+        v = h * (1.0 - spike)  # a product, not a select: h = +inf gives NaN exactly as the reference
+        tl.store(s_ptrs, _from_fp32(spike, s_ptr.dtype.element_ty), mask=mask)
+        if SAVE_H:
+            if h_ptr.dtype.element_ty == tl.float32:
+                tl.store(h_ptrs, h, mask=mask)
+            else:
+                tl.store(h_ptrs, _round_to_side(h, spike, thresh, h_ptr.dtype.element_ty), mask=mask)
+        x_ptrs += stride_xt
+        s_ptrs += stride_st
+        h_ptrs += stride_ht
+
+
+@triton.jit
+def _surrogate(h, thresh, gamma, inv_gamma2):
+    """max(0, gamma - |h - thresh|) * (1 / gamma**2), rounded as the reference; NaN propagates."""
+    sg = gamma - tl.abs(h - thresh)
+    sg = tl.where(sg < 0, 0.0, sg)  # clamp(min=0) that keeps NaN, as torch.clamp does
+    return sg * inv_gamma2
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lif_bwd_kernel(
+    gs_ptr,  # *{fp16,bf16,fp32} incoming gradient of the spikes [B, T, N], arbitrary strides
+    h_ptr,  # *{fp32, fp16, bf16} saved pre-reset potential [B, T, N] (from the forward)
+    gx_ptr,  # *h.dtype output gradient of the input [B, T, N]
+    B,  # batch size
+    T,  # number of time steps (runtime loop bound, >= 1)
+    N,  # neurons per sample
+    stride_gsb,  # grad-spikes stride of dim 0
+    stride_gst,  # grad-spikes stride of dim 1 (0 when the gradient is broadcast, e.g. from .sum())
+    stride_gsn,  # grad-spikes stride of dim 2
+    stride_hb,  # saved-potential stride of dim 0
+    stride_ht,  # saved-potential stride of dim 1
+    stride_hn,  # saved-potential stride of dim 2
+    stride_gxb,  # grad-input stride of dim 0
+    stride_gxt,  # grad-input stride of dim 1
+    stride_gxn,  # grad-input stride of dim 2
+    tau,  # fp32 leak factor
+    thresh,  # fp32 firing threshold
+    gamma,  # fp32 surrogate half-width
+    inv_gamma2,  # fp32 1 / gamma / gamma, rounded once on the host as the reference does
+    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
+    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
+):
+    pid = tl.program_id(0).to(tl.int64)
+    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
+    pid_b = pid // num_pid_n
+    pid_n = pid % num_pid_n
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+
+    # Start at the last step and walk back.
+    last = (T - 1).to(tl.int64)
+    gs_ptrs = gs_ptr + offs_b[:, None] * stride_gsb + offs_n[None, :] * stride_gsn + last * stride_gst
+    h_ptrs = h_ptr + offs_b[:, None] * stride_hb + offs_n[None, :] * stride_hn + last * stride_ht
+    gx_ptrs = gx_ptr + offs_b[:, None] * stride_gxb + offs_n[None, :] * stride_gxn + last * stride_gxt
+
+    # t = T - 1: the last potential is unused, so only the spike path contributes.
+    g_s = _to_fp32(tl.load(gs_ptrs, mask=mask, other=0.0))
+    h = _to_fp32(tl.load(h_ptrs, mask=mask, other=0.0))
+    g_h = g_s * _surrogate(h, thresh, gamma, inv_gamma2)
+    tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty), mask=mask)
+    c = g_h * tau  # gradient reaching v_{t-1}
+
+    for _ in range(1, T):
+        gs_ptrs -= stride_gst
+        h_ptrs -= stride_ht
+        gx_ptrs -= stride_gxt
+        g_s = _to_fp32(tl.load(gs_ptrs, mask=mask, other=0.0))
+        h = _to_fp32(tl.load(h_ptrs, mask=mask, other=0.0))
+        spike = ((h - thresh) > 0).to(tl.float32)  # the forward's spike, exactly (see _round_to_side)
+        g_h = c * (1.0 - spike) + (g_s - c * h) * _surrogate(h, thresh, gamma, inv_gamma2)
+        tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty), mask=mask)
+        c = g_h * tau
+
+
+# Whether Triton decorated the kernels for its CPU interpreter (decided when this module loaded).
+INTERPRETED = not isinstance(_lif_fwd_kernel, triton.runtime.JITFunction)
+_notice_logged = False
+
+
+# ----------------------------------------------------------------------------------------------
+# host launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _fail(exc_type, message: str):
+    return exc_type(f"lif_spike: {message}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_input(x, what: str = "x") -> None:
+    """One clear sentence per mistake; never an assert (they vanish under python -O)."""
+    if not isinstance(x, torch.Tensor):
+        raise _fail(TypeError, f"expected {what} to be a torch.Tensor of shape [B, T, ...], got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        hint = " (the kernel computes in float32; cast with .float())" if x.dtype == torch.float64 else ""
+        raise _fail(
+            TypeError,
+            f"expected a float16, bfloat16 or float32 tensor of shape [B, T, ...] for {what}, "
+            f"got {_dtype_name(x.dtype)}{hint}",
+        )
+    if x.dim() < 2:
+        raise _fail(
+            ValueError,
+            f"expected a float16, bfloat16 or float32 tensor of shape [B, T, ...] for {what}, "
+            f"got shape {tuple(x.shape)}",
+        )
+    if INTERPRETED:
+        if x.device.type not in ("cpu", "cuda"):
+            raise _fail(ValueError, f"the Triton interpreter needs a cpu or cuda tensor, got {what} on {x.device}")
+    elif x.device.type != "cuda":
+        raise _fail(
+            ValueError,
+            f"the compiled Triton kernel needs a CUDA tensor, got {what} on {x.device} "
+            "(set TRITON_INTERPRET=1 before importing kernels to run the slow CPU interpreter)",
+        )
+
+
+def _check_params(tau, thresh, gamma) -> tuple[float, float, float]:
+    for name, value in (("tau", tau), ("thresh", thresh), ("gamma", gamma)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _fail(TypeError, f"{name} must be a Python number, got {type(value).__name__}")
+    if gamma == 0:
+        raise _fail(ValueError, "gamma must be non-zero (the surrogate is max(0, gamma - |h - thresh|) / gamma**2)")
+    return float(tau), float(thresh), float(gamma)
+
+
+def _as_3d(t: torch.Tensor, B: int, T: int, N: int) -> torch.Tensor:
+    """[B, T, ...] -> [B, T, N]: a view when the trailing dims collapse, else a contiguous copy."""
+    try:
+        return t.view(B, T, N)
+    except RuntimeError:
+        return t.reshape(B, T, N)
+
+
+def _empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _check_out(out, name: str, shape, dtype: torch.dtype, device: torch.device, B: int, T: int, N: int):
+    """A caller-provided output buffer (any strides), viewed as [B, T, N] without copying."""
+    if not isinstance(out, torch.Tensor) or out.shape != shape or out.dtype != dtype or out.device != device:
+        got = (
+            f"{tuple(out.shape)} {_dtype_name(out.dtype)} on {out.device}"
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
+        raise _fail(ValueError, f"{name} must be a {_dtype_name(dtype)} tensor of shape {tuple(shape)} on {device}, got {got}")
+    try:
+        return out.view(B, T, N)
+    except RuntimeError:
+        raise _fail(ValueError, f"{name} must be viewable as [B, T, N] = [{B}, {T}, {N}] without a copy") from None
+
+
+def _block_config(B: int, N: int) -> tuple[int, int, int]:
+    """(BLOCK_B, BLOCK_N, num_warps) for a [B, N] neuron plane."""
+    block_n = min(triton.next_power_of_2(N), MAX_BLOCK_N)
+    block_b = max(1, min(TILE_NEURONS // block_n, triton.next_power_of_2(B)))
+    num_warps = max(1, min(8, block_b * block_n // 256))
+    return block_b, block_n, num_warps
+
+
+def _log_interpreter_notice() -> None:
+    global _notice_logged
+    if INTERPRETED and not _notice_logged:
+        _notice_logged = True
+        _log.warning("kernels.lif: the Triton LIF kernel runs in the Triton interpreter on CPU (TRITON_INTERPRET=1): correct but slow.")
+
+
+def _launch(kernel, grid_size: int, args, block_b: int, block_n: int, num_warps: int, **constexprs) -> None:
+    _log_interpreter_notice()
+    kernel[(grid_size,)](
+        *args,
+        BLOCK_B=block_b,
+        BLOCK_N=block_n,
+        num_warps=num_warps,
+        enable_fp_fusion=False,  # exact eager rounding: no FMA contraction (ignored by the interpreter)
+        **constexprs,
+    )
+
+
+def lif_forward(
+    x: torch.Tensor,
+    tau: float,
+    thresh: float,
+    gamma: float,
+    *,
+    save_h: bool = True,
+    out: torch.Tensor | None = None,
+    h_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Spikes of the LIF layer for ``x`` of shape ``[B, T, ...]`` and the state the backward needs.
+
+    Returns ``(spikes, h)``: spikes in ``x.dtype`` and shape, and the pre-reset potential ``h``
+    (fp32 for fp32 input, threshold-consistently rounded ``x.dtype`` otherwise), or ``None`` when
+    ``save_h`` is False. ``out`` / ``h_out`` may supply the output buffers (any strides that view
+    as ``[B, T, N]``).
+    """
+    _check_input(x)
+    tau, thresh, gamma = _check_params(tau, thresh, gamma)
+    B, T = x.shape[0], x.shape[1]
+    N = math.prod(x.shape[2:])
+    h_dtype = torch.float32 if x.dtype == torch.float32 else x.dtype
+
+    spikes = _empty(x.shape, x.dtype, x.device) if out is None else out
+    s3 = _check_out(spikes, "out", x.shape, x.dtype, x.device, B, T, N)
+    h = None
+    if save_h:
+        h = _empty(x.shape, h_dtype, x.device) if h_out is None else h_out
+        h3 = _check_out(h, "h_out", x.shape, h_dtype, x.device, B, T, N)
+    if x.numel() == 0:
+        return spikes, h
+    if not save_h:
+        h3 = s3  # placeholder pointer, never written (SAVE_H=False)
+
+    x3 = _as_3d(x, B, T, N)
+    block_b, block_n, num_warps = _block_config(B, N)
+    grid_size = triton.cdiv(B, block_b) * triton.cdiv(N, block_n)
+    _launch(
+        _lif_fwd_kernel,
+        grid_size,
+        (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh),
+        block_b,
+        block_n,
+        num_warps,
+        SAVE_H=save_h,
+    )
+    return spikes, h
+
+
+def lif_backward(
+    grad_spikes: torch.Tensor,
+    h: torch.Tensor,
+    tau: float,
+    thresh: float,
+    gamma: float,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gradient of the input given the spikes' gradient and the ``h`` saved by :func:`lif_forward`.
+
+    Returns a new tensor of ``h``'s shape and the input dtype (``h.dtype``); reads but never
+    writes ``h``, so a retained graph can run the backward again.
+    """
+    _check_input(grad_spikes, "grad_spikes")
+    _check_input(h, "h")
+    tau, thresh, gamma = _check_params(tau, thresh, gamma)
+    if grad_spikes.shape != h.shape or grad_spikes.device != h.device:
+        raise _fail(
+            ValueError,
+            f"grad_spikes {tuple(grad_spikes.shape)} on {grad_spikes.device} does not match "
+            f"the saved potential {tuple(h.shape)} on {h.device}",
+        )
+    B, T = h.shape[0], h.shape[1]
+    N = math.prod(h.shape[2:])
+    grad_x = _empty(h.shape, h.dtype, h.device) if out is None else out
+    gx3 = _check_out(grad_x, "out", h.shape, h.dtype, h.device, B, T, N)
+    if h.numel() == 0:
+        return grad_x
+
+    gs3 = _as_3d(grad_spikes, B, T, N)
+    h3 = _as_3d(h, B, T, N)
+    block_b, block_n, num_warps = _block_config(B, N)
+    grid_size = triton.cdiv(B, block_b) * triton.cdiv(N, block_n)
+    _launch(
+        _lif_bwd_kernel,
+        grid_size,
+        (
+            gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
+            tau, thresh, gamma, 1.0 / gamma / gamma,
+        ),
+        block_b,
+        block_n,
+        num_warps,
+    )
+    return grad_x
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd
+# ----------------------------------------------------------------------------------------------
+
+
+class LIFSpikeFunction(torch.autograd.Function):
+    """Fused LIF: forward kernel saves only ``h``; backward kernel runs the reverse-time scan."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, tau: float, thresh: float, gamma: float) -> torch.Tensor:
+        spikes, h = lif_forward(x, tau, thresh, gamma, save_h=ctx.needs_input_grad[0])
+        if h is not None:
+            ctx.save_for_backward(h)
+        ctx.params = (float(tau), float(thresh), float(gamma))
+        return spikes
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes: torch.Tensor):
+        (h,) = ctx.saved_tensors
+        return lif_backward(grad_spikes, h, *ctx.params), None, None, None
+
+
+def lif_spike(x: torch.Tensor, tau: float = 0.5, thresh: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
+    """Spikes of a LIF layer driven by ``x`` of shape ``[B, T, ...]``; same function as
+    :func:`snn.lif.lif_reference`, fused into one kernel per direction."""
+    return LIFSpikeFunction.apply(x, tau, thresh, gamma)
