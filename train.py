@@ -43,12 +43,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     parser.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic on CPU)")
     parser.add_argument("--train-samples", type=int, default=None, metavar="N", help="use only the first N training images")
+    parser.add_argument("--max-shift", type=int, default=2, metavar="PX",
+                        help="random translation of training images by up to PX pixels (0 = off; default: 2)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "time_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_shift < 0:
+        parser.error("--max-shift must be 0 or more")
     if not args.lr > 0:
         parser.error("--lr must be positive")
     return args
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 loss, train_accuracy, samples_per_s = train_one_epoch(
                     model, optimizer, scheduler, data.train_images, data.train_labels,
-                    batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp, progress=progress,
+                    batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp,
+                    max_shift=args.max_shift, progress=progress,
                 )
             finally:
                 if progress is not None:

@@ -31,11 +31,11 @@ FORMAT_VERSION = 1
 
 def versions() -> dict:
     """Library versions recorded in every checkpoint."""
-    info = {"python": platform.python_version(), "torch": torch.__version__}
+    info = {"python": platform.python_version(), "torch": str(torch.__version__)}  # TorchVersion is not weights-only safe
     try:
         import triton
 
-        info["triton"] = triton.__version__
+        info["triton"] = str(triton.__version__)
     except ImportError:
         info["triton"] = None
     return info
@@ -70,6 +70,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # garbage bytes, not a refused class or function
+            raise UserError(f"checkpoint {path} is not a readable PyTorch checkpoint (corrupt pickle data).") from exc
         raise UserError(
             f"checkpoint {path} was refused: it holds objects that would run code when loaded "
             "(only weights-only checkpoints written by train.py are accepted)."

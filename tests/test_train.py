@@ -1,0 +1,98 @@
+"""train.py end to end on real MNIST subsets: accuracy, determinism, resume after Ctrl-C, bad input."""
+
+import json
+
+import pytest
+import torch
+
+import snn.training
+import train
+from snn.checkpoint import load_checkpoint
+
+
+def train_args(mnist_dir, checkpoint, *extra):
+    return ["--data-dir", str(mnist_dir), "--checkpoint", str(checkpoint), "--no-progress",
+            "--device", "cpu", *extra]
+
+
+def test_short_training_reaches_stated_accuracy(mnist_dir, tmp_path, capsys):
+    checkpoint = tmp_path / "m.pth"
+    assert train.main(train_args(mnist_dir, checkpoint, "--train-samples", "3000", "--epochs", "3")) == 0
+    out = capsys.readouterr().out
+    assert "dataset: MNIST IDX files" in out and "python infer.py --checkpoint" in out
+    best = load_checkpoint(checkpoint)
+    # 3,000 images, 3 epochs: ~92 % on the full 10,000-image test set (0.90 leaves room for BLAS rounding)
+    assert best["meta"]["accuracy"] >= 0.90, best["meta"]
+    assert best["meta"]["dataset"].startswith("MNIST IDX files") and best["meta"]["backend"] == "torch"
+    assert best["meta"]["versions"]["torch"] == torch.__version__
+    records = [json.loads(line) for line in (tmp_path / "m.metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and "MNIST IDX" in records[0]["dataset"]
+    assert [r["epoch"] for r in records[1:]] == [1, 2, 3]
+    assert max(r["test_accuracy"] for r in records[1:]) == best["meta"]["accuracy"]
+
+
+def final_weights(path):
+    return load_checkpoint(path.with_name(path.stem + ".last.pth"))["model_state"]
+
+
+def test_deterministic_and_resume_after_interrupt_replays_exactly(mnist_dir, tmp_path, monkeypatch, capsys):
+    common = ("--train-samples", "600", "--epochs", "2", "--batch-size", "100")
+    straight = tmp_path / "straight" / "m.pth"
+    again = tmp_path / "again" / "m.pth"
+    assert train.main(train_args(mnist_dir, straight, *common)) == 0
+    assert train.main(train_args(mnist_dir, again, *common)) == 0
+    for key, value in final_weights(straight).items():
+        assert torch.equal(value, final_weights(again)[key]), f"same seed on CPU must be bit-identical ({key})"
+
+    # Ctrl-C in the middle of epoch 2: the epoch-1 checkpoints stay intact, exit status 130.
+    interrupted = tmp_path / "interrupted" / "m.pth"
+    real_epoch = snn.training.train_one_epoch
+
+    def ctrl_c_in_epoch_2(*args, epoch, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", ctrl_c_in_epoch_2)
+    assert train.main(train_args(mnist_dir, interrupted, *common)) == 130
+    assert "continue with --resume" in capsys.readouterr().err
+    assert load_checkpoint(interrupted.with_name("m.last.pth"))["meta"]["epoch"] == 1
+    assert load_checkpoint(interrupted)["meta"]["epoch"] == 1
+
+    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
+    assert train.main(train_args(mnist_dir, interrupted, *common, "--resume")) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    for key, value in final_weights(straight).items():
+        assert torch.equal(value, final_weights(interrupted)[key]), f"resume must replay exactly ({key})"
+    assert train.main(train_args(mnist_dir, interrupted, *common, "--resume")) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, monkeypatch):
+    data_dir = tmp_path / "data"
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08")  # truncated headers
+    checkpoint = tmp_path / "m.pth"
+    assert train.main(train_args(data_dir, checkpoint)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MNIST file") and "is truncated" in err and len(err.strip().splitlines()) == 1
+
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    assert train.main(["--device", "cuda", "--data-dir", str(data_dir)]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_resume_without_a_previous_run(mnist_dir, tmp_path, capsys):
+    assert train.main(train_args(mnist_dir, tmp_path / "m.pth", "--train-samples", "100", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "m.last.pth does not exist" in err and "Traceback" not in err
+
+
+def test_invalid_flags_exit_2(capsys):
+    for argv in (["--epochs", "0"], ["--backend", "jax"], ["--max-shift", "-1"], ["--lr", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train.parse_args(argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
