@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     parser.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic on CPU)")
     parser.add_argument("--train-samples", type=int, default=None, metavar="N", help="use only the first N training images")
+    parser.add_argument("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
     parser.add_argument("--max-shift", type=int, default=2, metavar="PX",
                         help="random translation of training images by up to PX pixels (0 = off; default: 2)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
-    data = load_mnist(args.data_dir).limit_train(args.train_samples)
+    data = load_mnist(args.data_dir).limit_train(args.train_samples).limit_test(args.test_samples)
     print(f"dataset: {data.source}")
     data = data.to(device)
     config = MLPConfig(time_steps=args.time_steps)

@@ -67,6 +67,19 @@ class MNIST:
         )
 
 
+    def limit_test(self, n: int | None) -> "MNIST":
+        """Keep only the first ``n`` test images (quick evaluations); ``None`` keeps all."""
+        if n is None:
+            return self
+        if n <= 0:
+            raise UserError(f"--test-samples must be a positive number, got {n}.")
+        n = min(n, len(self.test_labels))
+        return MNIST(
+            self.train_images, self.train_labels, self.test_images[:n], self.test_labels[:n],
+            f"{self.source} (first {n} test images)",
+        )
+
+
 def read_idx(path: Path, expected_rank: int) -> torch.Tensor:
     """Parse one IDX file (raw or gzip) of unsigned bytes into a uint8 tensor.
 
