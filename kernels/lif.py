@@ -40,6 +40,8 @@ for the reset product). This kernel saves only ``h``:
   ``thresh`` than the fp32 ``h`` did (``(q - thresh > 0) != s``), the neighbouring representable
   value on the correct side is stored instead (a one-ulp nudge on the bit pattern). The backward
   therefore recovers the forward's spikes exactly; only ``c * h`` and ``sg(h)`` see the rounding.
+  A finite ``h`` past the 16-bit range (fp16 above 65504) is saved as the largest finite value,
+  not inf, so the backward does not turn ``c * h`` into inf or NaN where fp32 would not.
 
 Neither ``x`` nor the spikes are saved. Under ``torch.no_grad`` (or when ``x`` does not require
 grad) ``h`` is not written at all.
@@ -153,11 +155,17 @@ def _from_fp32(x, DTYPE: tl.constexpr):
 
 @triton.jit
 def _round_to_side(h, spike, thresh, DTYPE: tl.constexpr):
-    """Round fp32 ``h`` to 16-bit DTYPE, nudged one ulp so that ``(q - thresh > 0) == spike``."""
+    """Round fp32 ``h`` to 16-bit DTYPE, nudged one ulp so that ``(q - thresh > 0) == spike``.
+
+    Works on the sign-magnitude bit pattern as an integer. A finite ``h`` beyond the 16-bit range
+    is saved as the largest finite value of its sign (not inf), so ``c * h`` stays finite.
+    """
     q = _from_fp32(h, DTYPE)
-    qf = _to_fp32(q)
-    wrong_side = ((qf - thresh) > 0) != (spike > 0)
     bits = q.to(tl.int16, bitcast=True).to(tl.int32)
+    overflow = (tl.abs(_to_fp32(q)) == float("inf")) & (tl.abs(h) < float("inf"))
+    bits = tl.where(overflow, bits - 1, bits)  # +-inf -> +-max finite: one step toward zero either sign
+    qf = _to_fp32(bits.to(tl.int16).to(DTYPE, bitcast=True))
+    wrong_side = ((qf - thresh) > 0) != (spike > 0)
     mag = tl.where(qf == 0, 0, bits)  # -0 -> +0 so that both zeros step the same way
     # Sign-magnitude: for q >= 0 the next value up is bits + 1; for q < 0 (negative int16) it is bits - 1.
     up = tl.where(mag >= 0, mag + 1, mag - 1)
@@ -389,16 +397,14 @@ def _log_interpreter_notice() -> None:
         _log.warning("kernels.lif: the Triton LIF kernel runs in the Triton interpreter on CPU (TRITON_INTERPRET=1): correct but slow.")
 
 
+# Compile options of every launch. enable_fp_fusion=False: no FMA contraction, so products and sums
+# round like eager PyTorch (see the module docstring). The interpreter ignores compile options.
+LAUNCH_OPTIONS = {"enable_fp_fusion": False}
+
+
 def _launch(kernel, grid_size: int, args, block_b: int, block_n: int, num_warps: int, **constexprs) -> None:
     _log_interpreter_notice()
-    kernel[(grid_size,)](
-        *args,
-        BLOCK_B=block_b,
-        BLOCK_N=block_n,
-        num_warps=num_warps,
-        enable_fp_fusion=False,  # exact eager rounding: no FMA contraction (ignored by the interpreter)
-        **constexprs,
-    )
+    kernel[(grid_size,)](*args, BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
 
 
 def lif_forward(
