@@ -1,0 +1,134 @@
+"""The inference figure: one row per image, showing what the network saw and how it spiked.
+
+Each row has four panels:
+
+1. the input exactly as the network saw it (the preprocessed 28x28, 0 = black, 1 = white);
+2. the class probabilities (softmax of the logits) as bars, the predicted class highlighted;
+3. and 4. the spike raster of each LIF layer: time step t (rows) by neuron (columns), black where
+   the neuron spiked; the title gives the share of neuron-steps that spiked and how many neurons
+   fired at least once.
+
+A batch of more than :data:`MAX_ROWS` images is split over several figures ("pages"), so no
+figure outgrows what a PNG viewer (or Agg's 2**16-pixel limit) can show; see :func:`page_paths`.
+
+Figures are built on :class:`matplotlib.figure.Figure` without pyplot, so building and saving
+one needs no display and changes no global state; ``infer.py`` passes a pyplot figure in when it
+wants a window.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+MAX_ROWS = 8  # images per figure; larger batches are split over pages
+ROW_HEIGHT = 2.3  # inches
+WIDTH = 15.0  # inches
+DPI = 120  # the raster panels get ~560 px for 512 neurons, so no neuron is dropped
+BAR_COLOUR = "#b8c0c8"
+PREDICTED_COLOUR = "#d9480f"
+
+
+def _as_numpy(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def _short(name: str, limit: int = 28) -> str:
+    """A title-sized name: the file name for paths, trimmed from the left when too long."""
+    short = Path(name).name if ("/" in name or "\\" in name) else name
+    return short if len(short) <= limit else "..." + short[-(limit - 3):]
+
+
+def inference_figure(
+    images,
+    probabilities,
+    spikes: Sequence,
+    names: Sequence[str],
+    labels: Sequence[int | None] | None = None,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draw one row per image into ``fig`` (a new :class:`Figure` when ``None``) and return it.
+
+    ``images``: ``[B, 28, 28]`` in [0, 1] (what the network saw); ``probabilities``: ``[B, C]``;
+    ``spikes``: one ``[B, T, N]`` tensor per LIF layer; ``names``: B strings for the titles;
+    ``labels``: the true class of each image where known (test-set images), else ``None``.
+    """
+    images, probabilities = _as_numpy(images), _as_numpy(probabilities)
+    layers = [_as_numpy(layer) for layer in spikes]
+    batch, num_classes = probabilities.shape
+    labels = list(labels) if labels is not None else [None] * batch
+    if fig is None:
+        fig = Figure(figsize=(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0)), dpi=DPI, layout="constrained")
+    else:
+        fig.set_size_inches(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0))
+        fig.set_layout_engine("constrained")
+    if title:
+        fig.suptitle(title)
+    grid = fig.add_gridspec(batch, 2 + len(layers), width_ratios=[1.0, 1.5] + [3.0] * len(layers))
+    classes = np.arange(num_classes)
+    for row in range(batch):
+        probs = probabilities[row]
+        predicted = int(probs.argmax())
+
+        ax = fig.add_subplot(grid[row, 0])
+        ax.imshow(images[row], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label = labels[row]
+        ax.set_title(_short(names[row]) + ("" if label is None else f"\nlabel {label}"), fontsize=9)
+
+        ax = fig.add_subplot(grid[row, 1])
+        colours = [PREDICTED_COLOUR if k == predicted else BAR_COLOUR for k in classes]
+        ax.bar(classes, probs, color=colours)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xticks(classes)
+        ax.tick_params(labelsize=8)
+        ax.set_ylabel("probability", fontsize=8)
+        verdict = "" if label is None else ("  correct" if label == predicted else "  WRONG")
+        ax.set_title(f"predicted {predicted} ({probs[predicted]:.1%}){verdict}", fontsize=9)
+
+        for index, layer in enumerate(layers):
+            raster = layer[row]  # [T, N]
+            steps, neurons = raster.shape
+            ax = fig.add_subplot(grid[row, 2 + index])
+            ax.imshow(raster, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest",
+                      extent=(-0.5, neurons - 0.5, steps + 0.5, 0.5))
+            ax.set_yticks(range(1, steps + 1))
+            ax.tick_params(labelsize=8)
+            ax.set_ylabel("step t", fontsize=8)
+            if row == batch - 1:
+                ax.set_xlabel("neuron", fontsize=8)
+            active = int((raster.sum(axis=0) > 0).sum())
+            ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike, "
+                         f"{active}/{neurons} neurons fire", fontsize=9)
+    return fig
+
+
+def page_paths(out: str | Path, pages: int) -> list[Path]:
+    """Where the figure pages go: ``out`` itself for one page, else ``<stem>-1<suffix>``, ``-2``, ..."""
+    out = Path(out)
+    if pages == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{page}{out.suffix}") for page in range(1, pages + 1)]
+
+
+def save_inference_figures(out: str | Path, images, probabilities, spikes, names, labels=None, title=None) -> list[Path]:
+    """Save the figure of a batch to ``out`` (split into pages of :data:`MAX_ROWS`); return the paths."""
+    batch = len(names)
+    pages = max(1, -(-batch // MAX_ROWS))
+    paths = page_paths(out, pages)
+    for page, path in enumerate(paths):
+        rows = slice(page * MAX_ROWS, (page + 1) * MAX_ROWS)
+        fig = inference_figure(
+            images[rows], probabilities[rows], [layer[rows] for layer in spikes], names[rows],
+            None if labels is None else labels[rows], title=title,
+        )
+        fig.savefig(path, dpi=DPI)
+    return paths

@@ -1,0 +1,198 @@
+"""Turn a photo or drawing of one digit into a 28x28 MNIST-style image, the way MNIST was made.
+
+:func:`preprocess_image` (a path) and :func:`preprocess_pil` (an image in memory) run these steps:
+
+1. **Load** with PIL, following the EXIF orientation (phone photos); the first frame of an
+   animation. Missing, empty, truncated and non-image files raise :class:`UserError`.
+2. **Grayscale, respecting alpha.** Transparent pixels are composited over a paper colour. If the
+   opaque pixels cover less than half the image they are the ink, and the paper is the colour
+   that contrasts with them (white under dark ink, black under light ink), so a digit drawn in any
+   colour on a transparent background works; otherwise the opaque pixels are the paper and
+   transparent ones take its median grey. Luminance is ITU-R 601 (PIL's ``"L"``), in [0, 1].
+3. **Polarity.** The paper level is the median of the border pixels. If it is closer to the
+   brightest pixel than to the darkest, the digit is dark on light and the image is inverted, so
+   ink is bright on dark paper, as in MNIST.
+4. **Levels and noise.** Subtract the paper level and divide by the ink's peak, so paper is 0 and
+   the strongest ink 1. A page whose ink stands less than :data:`MIN_CONTRAST` above the paper is
+   blank (``UserError``). Levels below :data:`INK_THRESHOLD` are paper noise (grain, JPEG
+   ringing, uneven light) and are mapped to 0 by ``(x - t) / (1 - t)``, which keeps the
+   anti-aliased edge of the stroke continuous.
+5. **Crop** to the bounding box of the remaining ink.
+6. **Scale to fit 20x20**, keeping the aspect ratio (the long side becomes 20 px), with PIL's
+   Lanczos filter, which low-passes when shrinking (anti-aliased, like MNIST's grey edges). The
+   result is rescaled so its brightest pixel is 1: MNIST digits all peak at 254-255, and thin
+   strokes shrunk from a large photo would otherwise be faint.
+7. **Centre by mass.** Paste the 20x20 box into a 28x28 field, shifted by whole pixels so its
+   centre of mass lands on pixel (14, 14) (where MNIST's lies, +-0.5 px). If that would push ink
+   off the field, the shift is clamped so all ink stays inside.
+8. **Quantise** to ``uint8 [28, 28]`` (0 = paper, 255 = ink), the layout of ``MNIST.test_images``;
+   :func:`snn.data.to_float_images` then gives exactly the network's input scaling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from snn.errors import UserError
+
+FIELD = 28  # output side, pixels
+BOX = 20  # the digit's bounding box is scaled to fit BOX x BOX, as in MNIST
+CENTRE = 14.0  # row and column of the centre of mass in the output (MNIST's mean is 14.0 +- 0.3)
+INK_THRESHOLD = 0.2  # levels below this fraction of the ink's peak are paper noise
+MIN_CONTRAST = 0.08  # ink must stand this far (of full scale) from the paper, or the page is blank
+RESAMPLE = Image.Resampling.LANCZOS  # anti-aliased when shrinking
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
+)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand ``paths`` in order: a file stands for itself, a folder for its image files sorted by name.
+
+    A folder contributes the (non-hidden) files whose extension is in :data:`IMAGE_EXTENSIONS`;
+    it does not recurse. Raises :class:`UserError` for a missing path or a folder with no images.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            images = sorted(
+                child for child in path.iterdir()
+                if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not images:
+                raise UserError(
+                    f"folder {path} contains no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})."
+                )
+            found.extend(images)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UserError(f"image {path} does not exist.")
+    return found
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Step 1: the fully decoded image at ``path``, upright per its EXIF orientation."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"image {path} does not exist.")
+    if path.is_dir():
+        raise UserError(f"image {path} is a folder, not an image file.")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}.") from exc
+    if size == 0:
+        raise UserError(f"image {path} is an empty file (0 bytes).")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a half-grey digit
+    try:
+        with Image.open(path) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            upright.load()
+    except UnidentifiedImageError as exc:
+        raise UserError(f"{path} is not an image file that PIL can read.") from exc
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"image {path} is too large to load safely ({exc}).") from exc
+    except PermissionError as exc:
+        raise UserError(f"cannot read image {path}: permission denied.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        # PIL reports cut-off and damaged data as OSError ("image file is truncated"),
+        # SyntaxError ("broken PNG file"), ValueError or EOFError depending on the format.
+        detail = str(exc).strip().rstrip(".") or type(exc).__name__
+        raise UserError(f"image {path} is truncated or corrupt ({detail}).") from exc
+    return upright
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Step 2: luminance in [0, 1] as ``float32 [H, W]``, transparent pixels composited over paper."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):  # 16/32-bit gray has no "L" conversion worth trusting
+        values = np.asarray(image, dtype=np.float64)
+        full_scale = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            full_scale = max(1.0, float(values.max(initial=0)))
+        return np.clip(values / full_scale, 0.0, 1.0).astype(np.float32)
+    has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    rgba = image.convert("RGBA")
+    luminance = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32) / 255.0
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    opaque = alpha >= 0.5
+    if alpha.min() >= 1.0 or not opaque.any():
+        return luminance  # nothing transparent to composite, or nothing visible (blank, caught later)
+    if opaque.mean() < 0.5:  # the opaque pixels are the ink: paper contrasts with it
+        ink = float(np.average(luminance, weights=alpha))
+        paper = 1.0 if ink < 0.5 else 0.0
+    else:  # the opaque pixels are the paper: fill the holes with its own grey
+        paper = float(np.median(luminance[opaque]))
+    return luminance * alpha + paper * (1.0 - alpha)
+
+
+def ink_levels(gray: np.ndarray, name: str = "image") -> np.ndarray:
+    """Steps 3-4: ink bright on dark paper, paper 0, ink peak 1, noise below the threshold removed."""
+    border = np.concatenate([gray[0, :], gray[-1, :], gray[1:-1, 0], gray[1:-1, -1]])
+    paper = float(np.median(border))
+    darkest, brightest = float(gray.min()), float(gray.max())
+    if brightest - paper < paper - darkest:  # paper nearer the bright end: dark ink on light paper
+        gray, paper = 1.0 - gray, 1.0 - paper
+    ink = np.clip(gray - paper, 0.0, None)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise UserError(
+            f"image {name} looks blank: nothing stands out from the paper by more than {MIN_CONTRAST:.0%} of full scale."
+        )
+    ink = ink / peak
+    return np.clip((ink - INK_THRESHOLD) / (1.0 - INK_THRESHOLD), 0.0, 1.0)
+
+
+def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Steps 5-6: crop to the ink's bounding box, scale to fit ``box x box`` keeping the aspect ratio."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = box / max(height, width)
+    size = (max(1, min(box, round(width * scale))), max(1, min(box, round(height * scale))))
+    if size != (width, height):
+        resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, RESAMPLE)
+        crop = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)  # Lanczos rings slightly below 0
+    peak = float(crop.max())
+    if peak <= 0:  # a speck that vanished in resampling cannot happen (max is kept), but stay safe
+        raise UserError("the digit vanished while scaling it to 20x20.")
+    return np.clip(crop / peak, 0.0, 1.0)
+
+
+def centre_by_mass(digit: np.ndarray, field: int = FIELD, centre: float = CENTRE) -> np.ndarray:
+    """Step 7: paste ``digit`` into a ``field x field`` array with its centre of mass at ``centre``."""
+    height, width = digit.shape
+    mass = float(digit.sum())
+    com_row = float((digit.sum(axis=1) * np.arange(height)).sum()) / mass
+    com_col = float((digit.sum(axis=0) * np.arange(width)).sum()) / mass
+    top = min(max(round(centre - com_row), 0), field - height)
+    left = min(max(round(centre - com_col), 0), field - width)
+    out = np.zeros((field, field), dtype=np.float32)
+    out[top : top + height, left : left + width] = digit
+    return out
+
+
+def preprocess_pil(image: Image.Image, name: str = "image") -> torch.Tensor:
+    """Steps 2-8 on a loaded PIL image: ``uint8 [28, 28]``, ink bright, MNIST-style."""
+    gray = to_grayscale(image)
+    if gray.size == 0:
+        raise UserError(f"image {name} has no pixels.")
+    digit = centre_by_mass(fit_box(ink_levels(gray, name)))
+    return torch.from_numpy(np.rint(digit * 255.0).astype(np.uint8))
+
+
+def preprocess_image(path: str | Path) -> torch.Tensor:
+    """The whole pipeline (steps 1-8) for the image file at ``path``: ``uint8 [28, 28]``."""
+    return preprocess_pil(open_image(path), name=str(path))
