@@ -1,0 +1,89 @@
+"""Property test: for any small input, the fused LIF kernel agrees with the reference.
+
+Hypothesis draws the shape (including B = 0 and T = 1), the dtype, the parameters and the values,
+mixing values right at / one fp32 step either side of the threshold, signed zeros, inf and NaN with
+ordinary ones. Kept to a few dozen examples of a few hundred neurons: the CPU runs the interpreter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kernels.lif as L
+from kernels import lif_spike
+from snn.lif import lif_reference
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def values_strategy(thresh: float, gamma: float):
+    t32 = torch.tensor(thresh, dtype=torch.float32)
+    up = torch.nextafter(t32, torch.tensor(math.inf)).item()
+    down = torch.nextafter(t32, torch.tensor(-math.inf)).item()
+    special = st.sampled_from([thresh, up, down, thresh + gamma, thresh - gamma, 0.0, -0.0, math.inf, -math.inf, math.nan])
+    ordinary = st.floats(min_value=-4.0, max_value=4.0, width=32)
+    return st.one_of(special, ordinary, ordinary, ordinary)
+
+
+@st.composite
+def cases(draw):
+    B = draw(st.integers(0, 3))
+    T = draw(st.integers(1, 5))
+    trail = draw(st.sampled_from([(1,), (7,), (40,), (2, 3), (3, 1, 5)]))
+    dtype = draw(st.sampled_from(DTYPES))
+    tau = draw(st.floats(min_value=0.0625, max_value=1.0, width=32))
+    thresh = draw(st.floats(min_value=-1.0, max_value=2.0, width=32))
+    gamma = draw(st.floats(min_value=0.0625, max_value=2.0, width=32))
+    n = B * T * math.prod(trail)
+    values = draw(st.lists(values_strategy(thresh, gamma), min_size=n, max_size=n))
+    grads = draw(st.lists(st.floats(-2, 2, width=32), min_size=n, max_size=n))
+    transpose = draw(st.booleans())
+    return B, T, trail, dtype, tau, thresh, gamma, values, grads, transpose
+
+
+@pytest.fixture(autouse=True)
+def small_poisoned_tiles(monkeypatch):
+    monkeypatch.setattr(L, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(L, "MAX_BLOCK_N", 16)
+    monkeypatch.setattr(L, "TILE_NEURONS", 32)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy inf/NaN arithmetic in the interpreter
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_kernel_agrees_with_reference(device, case):
+    B, T, trail, dtype, tau, thresh, gamma, values, grads, transpose = case
+    shape = (B, T, *trail)
+    x = torch.tensor(values, dtype=torch.float32).reshape(shape).to(dtype)
+    if transpose:  # time-major storage
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)
+    x = x.to(device)
+    g = torch.tensor(grads, dtype=torch.float32).reshape(shape).to(dtype).to(device)
+
+    xt = x.detach().requires_grad_()
+    s = lif_spike(xt, tau, thresh, gamma)
+    s.backward(g)
+    xr = x.detach().float().requires_grad_()
+    sr = lif_reference(xr, tau, thresh, gamma)
+    sr.backward(g.float())
+
+    assert torch.equal(s.float(), sr), "spikes differ from the fp32 reference"
+    assert torch.equal(xt.grad.isnan(), xr.grad.isnan()), "NaN positions of the gradient differ"
+    if dtype == torch.float32:
+        scale = xr.grad.nan_to_num(0.0, 0.0, 0.0).abs().amax().item() if xr.grad.numel() else 0.0
+        torch.testing.assert_close(xt.grad, xr.grad, rtol=1e-5, atol=1e-5 * scale, equal_nan=True)
+    else:  # three-way, as in test_kernel_lif.assert_matches_reference
+        xl = x.detach().requires_grad_()
+        lif_reference(xl, tau, thresh, gamma).backward(g)
+        finite = xr.grad.isfinite()
+        assert torch.equal(xt.grad.float().isinf(), xr.grad.isinf()), "inf positions of the gradient differ"
+        err_tri = (xt.grad.float() - xr.grad).abs()[finite]
+        err_lp = (xl.grad.float() - xr.grad).abs().nan_to_num(math.inf, math.inf)[finite]
+        scale = xr.grad[finite].abs().max().item() if finite.any() else 0.0
+        atol = 2 * torch.finfo(dtype).eps * scale
+        assert not (err_tri > 2 * err_lp + atol).any(), f"max kernel error {err_tri.max().item():.3g}, atol {atol:.3g}"
