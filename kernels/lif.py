@@ -73,8 +73,9 @@ and ``triton.knobs.runtime.interpret`` not set explicitly), importing this modul
 imported earlier), and the first launch logs one line saying the kernel runs in the interpreter.
 Only builtins of ``triton.language`` are used inside the kernels (no ``tl.cdiv``/``tl.zeros``,
 which are themselves ``@triton.jit`` functions and were decorated for the GPU if ``triton`` had been
-imported before the interpreter was chosen). The interpreter truncates fp32 -> bf16 casts, so bf16 is converted by hand with the bit-exact
-round-to-nearest-even that PyTorch and ``cvt.rn.bf16.f32`` use.
+imported before the interpreter was chosen). The interpreter truncates fp32 -> bf16 casts, so
+bf16 is converted by hand with the bit-exact round-to-nearest-even that PyTorch and
+``cvt.rn.bf16.f32`` use.
 
 Limits: float16, bfloat16 and float32 inputs (float64 is rejected: the kernel computes in fp32);
 ``tau``, ``thresh`` and ``gamma`` are Python numbers (no gradient to them); no double backward.
@@ -116,9 +117,11 @@ _log = logging.getLogger(__name__)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # Tile shape. A program owns BLOCK_B x BLOCK_N neurons for all T steps; BLOCK_N is the contiguous
-# (vectorised) direction. 1024 neurons per program with 4 warps is 8 elements per thread: on an
-# H200 that keeps enough loads in flight per SM for this memory-bound scan (B=8192, N=512 -> 8192
-# programs; B=256, N=65536 -> 16384 programs). Tests shrink these to cross tile boundaries cheaply.
+# (vectorised) direction. 1024 neurons per program with 4 warps is 8 elements per thread (two
+# 16-byte loads of fp32): on an H200 (132 SMs, 16 resident 4-warp programs each) that keeps about
+# 64 KiB of loads in flight per SM per step of this memory-bound scan, and the grids are several
+# waves (B=8192, N=512 -> 2 x 512 tiles, 4096 programs; B=256, N=65536 -> 1 x 1024 tiles, 16384
+# programs). Not yet tuned on the device. Tests shrink these to cross tile boundaries cheaply.
 MAX_BLOCK_N = 1024
 TILE_NEURONS = 1024
 
@@ -513,8 +516,8 @@ class LIFSpikeFunction(torch.autograd.Function):
     """Fused LIF: forward kernel saves only ``h``; backward kernel runs the reverse-time scan."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, tau: float, thresh: float, gamma: float) -> torch.Tensor:
-        spikes, h = lif_forward(x, tau, thresh, gamma, save_h=ctx.needs_input_grad[0])
+    def forward(ctx, x: torch.Tensor, tau: float, thresh: float, gamma: float, save_h: bool = True) -> torch.Tensor:
+        spikes, h = lif_forward(x, tau, thresh, gamma, save_h=save_h and ctx.needs_input_grad[0])
         if h is not None:
             ctx.save_for_backward(h)
         ctx.params = (float(tau), float(thresh), float(gamma))
@@ -524,10 +527,12 @@ class LIFSpikeFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_spikes: torch.Tensor):
         (h,) = ctx.saved_tensors
-        return lif_backward(grad_spikes, h, *ctx.params), None, None, None
+        return lif_backward(grad_spikes, h, *ctx.params), None, None, None, None
 
 
 def lif_spike(x: torch.Tensor, tau: float = 0.5, thresh: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
     """Spikes of a LIF layer driven by ``x`` of shape ``[B, T, ...]``; same function as
     :func:`snn.lif.lif_reference`, fused into one kernel per direction."""
-    return LIFSpikeFunction.apply(x, tau, thresh, gamma)
+    # Grad mode is off inside Function.forward, so whether a backward can follow is decided here.
+    save_h = torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad
+    return LIFSpikeFunction.apply(x, tau, thresh, gamma, save_h)

@@ -276,8 +276,8 @@ def test_compiled_ptx_has_no_fma(tmp_path):
     path.write_text(script)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, str(path), str(REPO_ROOT)], capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0 and "GPUTarget" in proc.stderr and "ImportError" in proc.stderr:
-        pytest.skip(f"this Triton cannot compile ahead of time: {proc.stderr.strip().splitlines()[-1]}")
+    if proc.returncode != 0 and ("ImportError" in proc.stderr or "ptxas" in proc.stderr):
+        pytest.skip(f"this Triton cannot compile for sm_90 here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = {tuple(line.split()[:2]): int(line.split()[2]) for line in proc.stdout.strip().splitlines()}
     for dt in ("fp32", "fp16", "bf16"):
@@ -318,11 +318,23 @@ def test_saved_bytes(device, dtype):
     assert (tri_bytes, tri_count) == (0, 0)
 
 
-def test_no_grad_forward_skips_h(device):
+def test_no_grad_forward_skips_h(device, monkeypatch):
     x = torch.rand(2, 4, 33, device=device) * 2
     spikes, h = L.lif_forward(x, 0.5, 1.0, 1.0, save_h=False)
     assert h is None
     assert torch.equal(spikes, lif_reference(x, 0.5, 1.0, 1.0))
+    # through lif_spike: h is written only when a backward can follow
+    calls = []
+    forward = L.lif_forward
+    monkeypatch.setattr(L, "lif_forward", lambda *a, **k: calls.append(k["save_h"]) or forward(*a, **k))
+    xg = x.clone().requires_grad_()
+    with torch.no_grad():
+        lif_spike(xg)
+    with torch.inference_mode():
+        lif_spike(xg)
+    lif_spike(x)
+    lif_spike(xg)
+    assert calls == [False, False, False, True]
 
 
 @triton.jit
