@@ -277,6 +277,20 @@ def test_menu_own_image_recovers_from_a_bad_path_and_ends_at_eof(checkpoint, dig
     assert (tmp_path / infer.DEFAULT_FIGURE).read_bytes().startswith(PNG_MAGIC)
 
 
+def test_menu_shows_a_window_where_there_is_a_display(checkpoint, fake_mnist, capsys, monkeypatch, no_display):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(infer, "display_available", lambda: True)
+    monkeypatch.setattr(plt, "show", lambda: shown.append([len(fig.axes) for fig in map(plt.figure, plt.get_fignums())]))
+    monkeypatch.setattr("sys.stdin", FakeTerminal("1\n1\nq\n"))
+    code, out, err = run_infer(capsys, "--checkpoint", checkpoint, "--data-dir", fake_mnist, "--seed", "0")
+    assert code == 0, err
+    assert shown == [[4], [4]], "each answer shows one figure (input, probabilities, two rasters), closed afterwards"
+    assert out.count("predicted ") == 2 and "figure saved" not in out
+    assert not plt.get_fignums(), "figures must be closed after the window is dismissed"
+
+
 def test_no_arguments_without_a_terminal_prints_usage(checkpoint, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, out, err = run_infer(capsys, "--checkpoint", checkpoint)

@@ -11,7 +11,10 @@ from PIL import Image, ImageDraw
 
 from snn.data import read_idx
 from snn.errors import UserError
-from snn.preprocess import BOX, CENTRE, FIELD, find_images, open_image, preprocess_image, preprocess_pil
+from snn.preprocess import (
+    BOX, CENTRE, FIELD, find_images, open_image, preprocess_image, preprocess_pil, stroke_width,
+    _max_filter,
+)
 
 # ---------------------------------------------------------------------------- drawing helpers
 
@@ -26,13 +29,16 @@ RENDERINGS = {
 }
 
 
-def draw(shape: str, rendering: str, canvas=(600, 400), box=(40, 30, 240, 330)) -> Image.Image:
-    """A thick digit ``shape`` ("one" or "zero") inside ``box`` (x0, y0, x1, y1) of a ``canvas``."""
+def draw(shape: str, rendering: str, canvas=(600, 400), box=(40, 30, 240, 330), stroke=None) -> Image.Image:
+    """A digit ``shape`` ("one" or "zero") inside ``box`` (x0, y0, x1, y1) of a ``canvas``.
+
+    The pen is ``stroke`` pixels wide; by default 1/9 of the height, about MNIST's proportions.
+    """
     mode, paper, ink = RENDERINGS[rendering]
     image = Image.new(mode, canvas, paper)
     pen = ImageDraw.Draw(image)
     x0, y0, x1, y1 = box
-    stroke = max(3, (y1 - y0) // 9)
+    stroke = stroke or max(3, (y1 - y0) // 9)
     if shape == "one":
         mid = (x0 + x1) // 2
         pen.line([(mid, y0), (mid, y1)], fill=ink, width=stroke)
@@ -114,6 +120,33 @@ def test_noisy_shaded_paper_does_not_count_as_ink():
 def test_small_digit_is_scaled_up_to_the_box():
     out = preprocess_pil(draw("zero", "dark_on_white", canvas=(64, 48), box=(5, 5, 17, 21)))
     assert_mnist_like(out, "small zero")
+
+
+@pytest.mark.parametrize("shape", ["one", "zero"])
+@pytest.mark.parametrize("pen", [1, 3, 6])
+def test_hairline_pen_is_thickened_to_an_mnist_stroke(shape, pen):
+    # 300 px tall, drawn with a 1-6 px pen: 0.07-0.4 px strokes at 20 px, far thinner than MNIST's.
+    # Without thickening such a digit keeps 30-70 % of the ink of one drawn with a normal pen.
+    out = preprocess_pil(draw(shape, "dark_on_white", stroke=pen)).numpy().astype(np.float64)
+    assert_mnist_like(torch.from_numpy(out.astype(np.uint8)), f"{shape} with a {pen} px pen")
+    normal = preprocess_pil(draw(shape, "dark_on_white", stroke=24)).numpy().astype(np.float64)  # 1.6 px strokes
+    ratio = out.sum() / normal.sum()
+    assert 0.8 <= ratio <= 1.5, f"{shape}, {pen} px pen: {ratio:.2f} of a normal pen's ink after preprocessing"
+
+
+def test_stroke_width_estimate():
+    bar = np.zeros((40, 40), bool)
+    bar[5:35, 10:13] = True  # 3 px wide, 30 long: 2 * area / boundary = 2 * 90 / 66
+    assert stroke_width(bar) == pytest.approx(180 / 66)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5, 13])
+def test_max_filter_matches_a_plain_square_maximum(radius):
+    image = np.random.default_rng(radius).random((31, 17)).astype(np.float32)
+    padded = np.pad(image, 2 * radius)
+    expected = np.array([[padded[r:r + 2 * radius + 1, c:c + 2 * radius + 1].max()
+                          for c in range(17 + 2 * radius)] for r in range(31 + 2 * radius)])
+    np.testing.assert_array_equal(_max_filter(image, radius), expected)
 
 
 @pytest.mark.parametrize("mode", ["1", "P", "LA", "RGB", "CMYK", "I;16", "I", "F"])
