@@ -43,18 +43,22 @@ QUIT_ANSWERS = {"", "q", "quit", "exit"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth", help="trained model (default: checkpoints/mnist_mlp.pth)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="LIF implementation (default: torch); any backend reads any checkpoint")
+    parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth",
+                        help="trained model (default: checkpoints/mnist_mlp.pth)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="LIF implementation (default: torch); either one reads checkpoints trained with either")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     parser.add_argument("--data-dir", default="data", help="MNIST root for test-set images (default: data/)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--image", nargs="+", metavar="PATH", help="image files or folders of images (sorted), predicted as one batch")
+    source.add_argument("--image", nargs="+", metavar="PATH",
+                        help="image files or folders of images (sorted by name), predicted as one batch")
     source.add_argument("--index", nargs="+", type=int, metavar="N", help="MNIST test-set image(s) by index")
     source.add_argument("--random", action="store_true", help="a random MNIST test-set image")
     parser.add_argument("--seed", type=int, default=None, help="seed for --random and menu choice 1 (default: unseeded)")
-    parser.add_argument("--out", metavar="FIGURE.png", help="save the figure here (the menu's default without a display: inference.png)")
+    parser.add_argument("--out", metavar="FIGURE.png",
+                        help=f"save the figure here (in the menu without a display, default: {DEFAULT_FIGURE})")
     parser.add_argument("--json", action="store_true",
-                        help='print one JSON line per image, {"image", "prediction", "probabilities"}, and nothing else on stdout')
+                        help='one JSON line per image, {"image", "prediction", "probabilities"}, and nothing else on stdout')
     return parser
 
 
@@ -87,10 +91,6 @@ class Result:
     probabilities: torch.Tensor  # float64 [B, 10], softmax of the logits
     spikes: list[torch.Tensor]  # one [B, T, hidden] per LIF layer
 
-    @property
-    def predictions(self) -> list[int]:
-        return self.probabilities.argmax(dim=1).tolist()
-
 
 def load_model(args: argparse.Namespace, device: torch.device) -> SpikingMLP:
     checkpoint = load_checkpoint(args.checkpoint, map_location=device)
@@ -111,7 +111,7 @@ def image_batch(paths: list[str]) -> Batch:
     return Batch(images, [str(path) for path in files], [None] * len(files))
 
 
-def test_set_batch(mnist, indices: list[int]) -> Batch:
+def mnist_batch(mnist, indices: list[int]) -> Batch:
     count = len(mnist.test_labels)
     for index in indices:
         if not 0 <= index < count:
@@ -237,7 +237,7 @@ def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.devic
             if choice == "1":
                 if mnist is None:
                     mnist = load_mnist(args.data_dir)
-                batch = test_set_batch(mnist, [random_index(mnist, generator)])
+                batch = mnist_batch(mnist, [random_index(mnist, generator)])
             elif choice == "2":
                 answer = ask("path to your image (empty: back to the menu): ")
                 if answer is None:
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         mnist = load_mnist(args.data_dir)
         indices = args.index if args.index is not None else [random_index(mnist, make_generator(args.seed))]
-        batch = test_set_batch(mnist, indices)
+        batch = mnist_batch(mnist, indices)
     result = classify(model, batch, device)
     report(result, as_json=args.json)
     if args.out:

@@ -25,10 +25,11 @@
 
    One addition to MNIST's recipe: a pen stroke that would end up thinner than
    :data:`MIN_STROKE` output pixels (a fine pen on a large page; MNIST's own strokes are
-   1.2-2.9 px from the 5th to 95th percentile, median 1.8) is first widened to :data:`TARGET_STROKE` by grey-level dilation (a max
-   filter) at the input resolution, or at 4x the output's if the input is smaller than that. Without it, such digits fall outside what the network was trained
-   on (300 MNIST test digits redrawn with hairline strokes, on a checkpoint that gets 90 % of
-   the originals right: 60 % right without this step, 87 % with it).
+   1.2-2.9 px wide from the 5th to the 95th percentile, median 1.8) is first widened to
+   :data:`TARGET_STROKE` by grey-level dilation (a max filter), at the input resolution or at 4x
+   the output's if the input is smaller. Without it such digits fall outside what the network
+   was trained on: 300 MNIST test digits redrawn with hairline strokes, on a checkpoint that
+   gets 90 % of the originals right, were 60 % right without this step and 87 % with it.
 7. **Centre by mass.** Paste the 20x20 box into a 28x28 field, shifted by whole pixels so its
    centre of mass lands on pixel (14, 14) (where MNIST's lies, +-0.5 px). If that would push ink
    off the field, the shift is clamped so all ink stays inside.
@@ -43,7 +44,7 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from snn.errors import UserError
 
@@ -73,10 +74,13 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            images = sorted(
-                child for child in path.iterdir()
-                if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            try:
+                images = sorted(
+                    child for child in path.iterdir()
+                    if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_EXTENSIONS
+                )
+            except OSError as exc:
+                raise UserError(f"cannot list folder {path}: {exc.strerror or exc}.") from exc
             if not images:
                 raise UserError(
                     f"folder {path} contains no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})."
@@ -102,8 +106,7 @@ def open_image(path: str | Path) -> Image.Image:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}.") from exc
     if size == 0:
         raise UserError(f"image {path} is an empty file (0 bytes).")
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file is an error, not a half-grey digit
-    try:
+    try:  # PIL's default (ImageFile.LOAD_TRUNCATED_IMAGES off) makes a cut-off file an error
         with Image.open(path) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
@@ -117,7 +120,7 @@ def open_image(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         # PIL reports cut-off and damaged data as OSError ("image file is truncated"),
         # SyntaxError ("broken PNG file"), ValueError or EOFError depending on the format.
-        detail = str(exc).strip().rstrip(".") or type(exc).__name__
+        detail = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
         raise UserError(f"image {path} is truncated or corrupt ({detail}).") from exc
     return upright
 
@@ -184,19 +187,20 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _max_filter(image: np.ndarray, radius: int) -> np.ndarray:
-    """Grey-level dilation by a ``(2r+1)``-square, padding ``radius`` pixels of paper on every side.
+    """Grey-level dilation by a ``(2r+1)``-square; the result is ``r`` pixels larger on every side.
 
-    Separable, and each axis takes O(log r) passes: a window of width w is the max of two windows
-    of width w/2 (or less), so cost does not grow with the square's area as a rank filter's does.
+    Separable, and each axis takes O(log r) passes (a window of width w is the max of two
+    overlapping windows of width <= w/2), so the cost does not grow with the square's area as a
+    rank filter's does.
     """
-    out = np.pad(image, radius)
     size = 2 * radius + 1
+    out = np.pad(image, 2 * radius)  # paper around the image; each axis shrinks by 2r below
     for axis in (0, 1):
-        out = np.moveaxis(np.pad(np.moveaxis(out, axis, 0), ((radius, radius), (0, 0))), 0, axis)
         window = 1
-        while window < size:  # out[i] = max of the `window` values starting at i
+        while window < size:  # out[i] = max of the `window` padded values starting at i
             step = min(window, size - window)
-            out = np.maximum(out.take(range(0, out.shape[axis] - step), axis), out.take(range(step, out.shape[axis]), axis))
+            length = out.shape[axis]
+            out = np.maximum(out.take(range(0, length - step), axis), out.take(range(step, length), axis))
             window += step
     return out
 
@@ -223,7 +227,10 @@ def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
     size = (max(1, min(box, round(width * scale))), max(1, min(box, round(height * scale))))
     if size != (width, height):
         crop = _resize(crop, size)
-    return np.clip(crop / float(crop.max()), 0.0, 1.0)
+    peak = float(crop.max())
+    if peak <= 0.0:  # cannot happen for ink that survived step 4, but never divide by zero
+        raise UserError("the digit vanished when scaled to 20x20.")
+    return np.clip(crop / peak, 0.0, 1.0)
 
 
 def centre_by_mass(digit: np.ndarray, field: int = FIELD, centre: float = CENTRE) -> np.ndarray:
