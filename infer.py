@@ -32,6 +32,7 @@ import torch
 from snn.backends import BACKENDS
 from snn.checkpoint import load_checkpoint, model_from_checkpoint
 from snn.data import load_mnist, to_float_images
+from snn.device import DEVICE_CHOICES, resolve_device
 from snn.errors import UserError
 from snn.model import SpikingMLP
 from snn.preprocess import find_images, preprocess_image
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trained model (default: checkpoints/mnist_mlp.pth)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="LIF implementation (default: torch); either one reads checkpoints trained with either")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
     parser.add_argument("--data-dir", default="data", help="MNIST root for test-set images (default: data/)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", nargs="+", metavar="PATH",
@@ -64,14 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available; use --device cpu or auto.")
-    return torch.device(name)
 
 
 @dataclass

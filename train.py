@@ -23,6 +23,7 @@ import torch
 from snn.backends import BACKENDS
 from snn.checkpoint import load_checkpoint, save_checkpoint, versions
 from snn.data import load_mnist
+from snn.device import DEVICE_CHOICES, resolve_device
 from snn.errors import UserError
 from snn.model import MLPConfig, SpikingMLP
 from snn.training import evaluate, train_one_epoch
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the one-cycle schedule (default: 1e-3)")
     parser.add_argument("--time-steps", type=int, default=6, help="simulation steps T (default: 6)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
     parser.add_argument("--data-dir", default="data", help="MNIST root in torchvision's layout (default: data/)")
     parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth", help="best checkpoint path")
     parser.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
@@ -57,14 +58,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.lr > 0:
         parser.error("--lr must be positive")
     return args
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available; use --device cpu or auto.")
-    return torch.device(name)
 
 
 def sidecar(checkpoint: Path, suffix: str) -> Path:

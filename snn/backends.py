@@ -20,12 +20,14 @@ BACKENDS = ("torch", "triton")
 
 def _load_triton() -> LIFFunction:
     try:
-        from kernels import lif_spike
-    except ImportError as exc:  # triton missing or broken: say so instead of a deep traceback
+        import triton  # noqa: F401  (only to tell a missing package from a broken kernel module)
+    except ImportError as exc:
         raise UserError(
             f"backend 'triton' needs the 'triton' package, which could not be imported ({exc}); "
             "install it (pip install -e .) or use --backend torch."
         ) from exc
+    from kernels import lif_spike  # a failure here is a bug in kernels/: let its traceback show
+
     return lif_spike
 
 

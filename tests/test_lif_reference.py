@@ -123,3 +123,11 @@ def test_module_uses_registered_backend_and_unknown_backend_is_one_sentence():
     assert "backend='torch'" in repr(layer)
     with pytest.raises(UserError, match="unknown backend 'cuda-magic'; supported backends are: torch, triton"):
         get_lif_function("cuda-magic")
+
+
+def test_missing_triton_package_is_one_sentence(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # makes `import triton` raise ImportError
+    with pytest.raises(UserError, match="backend 'triton' needs the 'triton' package"):
+        get_lif_function("triton")
