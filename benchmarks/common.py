@@ -279,6 +279,14 @@ def _git_commit() -> str | None:
         return None
 
 
+def load_average() -> str | None:
+    """The 1/5/15-minute load averages (other processes on the machine make timings noisy)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
+
+
 def machine_info(device: torch.device) -> dict:
     """The machine and versions that produced a figure (recorded beside every result)."""
     import triton  # noqa: F401  (version only)
@@ -298,6 +306,7 @@ def machine_info(device: torch.device) -> dict:
         "git": _git_commit(),
         "device": str(device),
         "triton_interpreter": os.environ.get("TRITON_INTERPRET") == "1",
+        "load_average_end": load_average(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

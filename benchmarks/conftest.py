@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.common import DEFAULT_MNIST_DIR, RESULTS, budget_for, lif_cases, machine_info
+from benchmarks.common import DEFAULT_MNIST_DIR, RESULTS, budget_for, lif_cases, load_average, machine_info
 from benchmarks.contenders import CONTENDERS
 
 
@@ -45,6 +45,7 @@ def _device(config) -> torch.device:
 def pytest_configure(config):
     RESULTS.clear()
     config._snn_device = _device(config)
+    config._snn_load_start = load_average()
 
 
 def pytest_generate_tests(metafunc):
@@ -123,6 +124,7 @@ def mnist_dir(pytestconfig) -> Path:
 
 def _snapshot(config) -> dict:
     meta = machine_info(config._snn_device)
+    meta["load_average_start"] = config._snn_load_start
     meta["quick"] = config.getoption("--bench-quick")
     meta["full_large"] = config.getoption("--bench-full-large")
     meta["command"] = "pytest " + " ".join(config.invocation_params.args)

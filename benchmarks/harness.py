@@ -48,7 +48,11 @@ class CaseStore:
 
     # -- case lifetime ------------------------------------------------------------------------
 
-    def activate(self, case: Case) -> None:
+    def release(self) -> None:
+        """Free the current case (inputs, references, runners, compiled graphs)."""
+        self.activate(None)
+
+    def activate(self, case: Case | None) -> None:
         if self.case == case:
             return
         self.x = self.g = self._ties = None
@@ -59,7 +63,8 @@ class CaseStore:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.case = case
-        self.x, self.g = make_inputs(case, self.device)
+        if case is not None:
+            self.x, self.g = make_inputs(case, self.device)
 
     def interpreted(self, contender: Contender) -> bool:
         if contender.key != "c4-triton":

@@ -75,6 +75,9 @@ def header_lines(meta: dict, records: list[dict]) -> list[str]:
         + f"; git {meta.get('git')}",
         f"**Command**: `{meta.get('command')}`" + (" (quick: fewer rounds)" if meta.get("quick") else ""),
     ]
+    if meta.get("load_average_start") or meta.get("load_average_end"):
+        lines.append(f"**Load average** (1/5/15 min) at start: {meta.get('load_average_start')}, at end: "
+                     f"{meta.get('load_average_end')} (above the core count, other processes shared the CPU)")
     for c in _of(records, "copy"):
         lines.append(f"**Copy bandwidth** (`dst.copy_(src)`, {c['bytes'] / 2**20:.0f} MiB, 2 x bytes / median): "
                      f"**{c['gb_per_s']:.1f} GB/s** (median {fmt_time(c['median'])}, {c['rounds']} rounds)")
