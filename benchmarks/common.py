@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -271,7 +272,8 @@ def _git_commit() -> str | None:
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "snn", "kernels", "benchmarks", "train.py"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "snn", "kernels", "benchmarks", "train.py",
+             ":(exclude)benchmarks/RESULTS.md", ":(exclude)benchmarks/gpu_check.md"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -331,10 +333,19 @@ class Collector:
 
     records: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    sink: Path | None = None  # JSON lines written as results arrive (survive a killed run)
+
+    def open_sink(self, path: str | Path, meta: dict) -> None:
+        self.sink = Path(path)
+        self.sink.parent.mkdir(parents=True, exist_ok=True)
+        self.sink.write_text(json.dumps({"kind": "meta", **meta}, default=str) + "\n")
 
     def add(self, kind: str, **fields) -> dict:
         record = {"kind": kind, **fields}
         self.records.append(record)
+        if self.sink is not None:
+            with self.sink.open("a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
         return record
 
     def of(self, kind: str) -> list[dict]:
@@ -343,6 +354,7 @@ class Collector:
     def clear(self) -> None:
         self.records.clear()
         self.meta.clear()
+        self.sink = None
 
 
 RESULTS = Collector()

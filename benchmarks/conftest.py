@@ -29,6 +29,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-full-large", action="store_true",
                     help="on CPU, run the large shape at its full B=256 (default there: B=16; ~10 GB and minutes)")
     group.addoption("--bench-report", metavar="FILE", default=None, help="also write the Markdown report to FILE")
+    group.addoption("--bench-records", metavar="FILE", default=None,
+                    help="append each result to FILE (JSON lines) as it is measured: kept if the run is killed")
     group.addoption("--mnist-dir", metavar="DIR", default=None,
                     help="MNIST root in torchvision's layout (default: $SNN_MNIST_DIR, else ../shared/data)")
 
@@ -46,6 +48,8 @@ def pytest_configure(config):
     RESULTS.clear()
     config._snn_device = _device(config)
     config._snn_load_start = load_average()
+    if config.getoption("--bench-records", None):
+        RESULTS.open_sink(config.getoption("--bench-records"), _meta(config))
 
 
 def pytest_generate_tests(metafunc):
@@ -122,13 +126,17 @@ def mnist_dir(pytestconfig) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def _snapshot(config) -> dict:
+def _meta(config) -> dict:
     meta = machine_info(config._snn_device)
     meta["load_average_start"] = config._snn_load_start
     meta["quick"] = config.getoption("--bench-quick")
     meta["full_large"] = config.getoption("--bench-full-large")
     meta["command"] = "pytest " + " ".join(config.invocation_params.args)
-    return {"meta": meta, "records": list(RESULTS.records)}
+    return meta
+
+
+def _snapshot(config) -> dict:
+    return {"meta": _meta(config), "records": list(RESULTS.records)}
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

@@ -29,14 +29,15 @@
 #   into the repository's ignored data/ folder and carry it along:
 #       mkdir -p data/MNIST/raw && cp ../shared/data/MNIST/raw/*-ubyte data/MNIST/raw/
 #   then pass --data-dir data (or rely on the data/ default).
-# * SpikingJelly (contender 5, optional): download wheels here into the ignored .whl/ folder, for the
-#   GPU machine's Python (3.12 below) and CUDA (torch.version.cuda: cupy-cuda13x for 13.x,
-#   cupy-cuda12x for 12.x); this script installs them with `pip install --no-index --no-deps`:
-#       pip download --no-deps -d .whl spikingjelly loguru
-#       pip download --no-deps -d .whl --only-binary=:all: --python-version 3.12 \
-#           --platform manylinux2014_x86_64 cupy-cuda13x
-#   spikingjelly >= 2 has a Triton backend and no cupy one; 0.0.0.0.14 has cupy and no Triton. The
-#   suite runs whichever the installed version has and states why the other is skipped.
+# * SpikingJelly (contender 5, optional): download its wheel and loguru's (pure Python) into the
+#   ignored .whl/ folder and carry it along; this script installs them with
+#   `pip install --no-index --no-deps --target <artifacts>/site` and puts that on PYTHONPATH:
+#       pip download --no-deps -d .whl spikingjelly==2.0.0 loguru
+#   spikingjelly >= 2 has a Triton backend and no cupy one; 0.0.0.0.14 has cupy and no Triton
+#   (put `spikingjelly==0.0.0.0.14` there instead to measure cupy: one version per run). The cupy
+#   backend also needs cupy for the machine's CUDA (cupy-cuda13x for torch.version.cuda 13.x,
+#   cupy-cuda12x for 12.x; the H200 image has cupy-cuda13x already). The suite runs whichever
+#   backend the installed version has and states why the other is skipped.
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -71,7 +72,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [[ -n "$DATA_DIR" && "$DATA_DIR" != /* ]] && DATA_DIR="$PWD/$DATA_DIR"
 cd "$REPO"
 export PYTHONUNBUFFERED=1
-PY="${PYTHON:-$(command -v python || command -v python3)}"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
 
 if [[ -n "${OUT:-}" ]]; then
     WORK="$OUT/gpu_check"
@@ -90,7 +91,8 @@ if [[ -z "$DATA_DIR" ]]; then
 fi
 
 BENCH_ARGS=(-m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds
-            "--benchmark-json=$WORK/bench.json" "--bench-report=$WORK/bench.md" "--mnist-dir=$DATA_DIR")
+            "--benchmark-json=$WORK/bench.json" "--bench-report=$WORK/bench.md" "--bench-records=$WORK/records.jsonl"
+            "--mnist-dir=$DATA_DIR")
 [[ $QUICK -eq 1 ]] && BENCH_ARGS+=(--bench-quick)
 TRAIN_ARGS=(train.py --backend triton --epochs "$TRAIN_EPOCHS" --batch-size 1024 --amp --data-dir "$DATA_DIR"
             --checkpoint "$WORK/train/mnist_mlp.pth" --no-progress)
@@ -103,7 +105,7 @@ if [[ $DRY_RUN -eq 1 ]]; then
     echo "  artifacts:     $WORK"
     echo "  final table:   $OUT_FILE"
     echo "  budget:        ${BUDGET}s total"
-    echo "  0 wheels:      $( [[ $INSTALL -eq 1 ]] && compgen -G '.whl/*.whl' >/dev/null && echo "$PY -m pip install --no-index --no-deps .whl/*.whl" || echo 'none to install')"
+    echo "  0 wheels:      $( [[ $INSTALL -eq 1 ]] && compgen -G '.whl/*.whl' >/dev/null && echo "$PY -m pip install --no-index --no-deps --target $WORK/site .whl/*.whl (then on PYTHONPATH)" || echo 'none to install')"
     echo "  1 kernel:      $PY -m pytest -m cuda tests -q -p no:cacheprovider"
     echo "  2 benchmarks:  $PY ${BENCH_ARGS[*]}"
     echo "  3 training:    $PY ${TRAIN_ARGS[*]}"
@@ -111,6 +113,7 @@ if [[ $DRY_RUN -eq 1 ]]; then
 fi
 
 mkdir -p "$WORK" "$(dirname "$OUT_FILE")"
+rm -f "$WORK/bench.json" "$WORK/records.jsonl"
 START=$(date +%s)
 STAGES=()
 
@@ -118,7 +121,8 @@ finish() {  # print the table last and write it; $1 = exit status
     local table="$WORK/table.md" args=()
     for s in "${STAGES[@]}"; do args+=(--stage "$s"); done
     local json=""; [[ -f "$WORK/bench.json" ]] && json="$WORK/bench.json"
-    if ! "$PY" -m benchmarks.report $json --gpu-check "${args[@]}" --train-metrics "$WORK/train/mnist_mlp.metrics.jsonl" > "$table" 2> "$WORK/report.err"; then
+    if ! "$PY" -m benchmarks.report $json --records "$WORK/records.jsonl" --gpu-check "${args[@]}" \
+            --train-metrics "$WORK/train/mnist_mlp.metrics.jsonl" > "$table" 2> "$WORK/report.err"; then
         { echo "## gpu_check summary"; echo; echo "| stage | status |"; echo "| --- | --- |"
           for s in "${STAGES[@]}"; do echo "| ${s%%=*} | ${s#*=} |"; done
           echo; echo "(benchmarks.report failed: $(tail -n 1 "$WORK/report.err"))"; } > "$table"
@@ -172,7 +176,10 @@ run_stage() {  # name, budget seconds, log file, command...
 
 # --- 0: optional wheels (SpikingJelly, cupy) -----------------------------------------------------
 if [[ $INSTALL -eq 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
-    if timeout 90 "$PY" -m pip install --no-index --no-deps --quiet .whl/*.whl > "$WORK/pip.log" 2>&1; then
+    # Into a private folder on PYTHONPATH: the machine's own environment is left as it is.
+    if timeout 90 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$WORK/site" .whl/*.whl > "$WORK/pip.log" 2>&1; then
+        export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
         STAGES+=("wheels=installed: $(cd .whl && ls *.whl | tr '\n' ' ')")
     else
         STAGES+=("wheels=install failed (see $WORK/pip.log); SpikingJelly contenders will be skipped")

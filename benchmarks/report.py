@@ -23,7 +23,9 @@ REF, COMPILE, OURS = "c1-index", "c3-compile", "c4-triton"
 SJ_KEYS = ("c5-sj-triton", "c5-sj-cupy")
 CONTENDER_ORDER = ("c1-index", "c2-unbind", "c3-compile", "c4-triton", "c5-sj-triton", "c5-sj-cupy")
 MODE_NAME = {"fwd": "forward", "fwdbwd": "fwd+bwd"}
-GPU_TODO = "GPU figures: not measured in this run (no CUDA device); the GPU targets are still to be measured."
+GPU_TODO = ("GPU figures: not measured in this run (no CUDA device): our Triton kernel's timings, GB/s against the copy "
+            "bandwidth, SpikingJelly, peak memory and the largest batch in 8 GiB, and the train.py epoch time are "
+            "still to be measured (benchmarks/gpu_check.sh).")
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -75,9 +77,12 @@ def header_lines(meta: dict, records: list[dict]) -> list[str]:
         + f"; git {meta.get('git')}",
         f"**Command**: `{meta.get('command')}`" + (" (quick: fewer rounds)" if meta.get("quick") else ""),
     ]
+    if meta.get("partial"):
+        lines.append("**PARTIAL**: rendered from the records of a run that did not finish (killed by its timeout?).")
     if meta.get("load_average_start") or meta.get("load_average_end"):
         lines.append(f"**Load average** (1/5/15 min) at start: {meta.get('load_average_start')}, at end: "
-                     f"{meta.get('load_average_end')} (above the core count, other processes shared the CPU)")
+                     f"{meta.get('load_average_end')} (this run itself adds about 1 per busy core; more means other "
+                     "processes shared the CPU and timings are noisier)")
     for c in _of(records, "copy"):
         lines.append(f"**Copy bandwidth** (`dst.copy_(src)`, {c['bytes'] / 2**20:.0f} MiB, 2 x bytes / median): "
                      f"**{c['gb_per_s']:.1f} GB/s** (median {fmt_time(c['median'])}, {c['rounds']} rounds)")
@@ -120,7 +125,7 @@ def lif_lines(meta: dict, records: list[dict]) -> list[str]:
                 notes[r["shape_note"]] = None
             if r.get("compile_seconds") is not None:
                 notes.setdefault("compile", []).append(f"{r['shape']}/{r['dtype']} {r['compile_seconds']} s")
-    out = ["### LIF layer: median time, spread, speedup vs contenders 1 and 3 (same run)", ""]
+    out = ["## LIF layer: median time, spread, speedup vs contenders 1 and 3 (same run)", ""]
     out += _table(header, rows)
     out.append("")
     out.append("Bytes per neuron-step behind GB/s (minimum for the op): fwd 12 B fp32 / 6 B bf16 (read x, write s, save state); "
@@ -152,7 +157,7 @@ def saved_lines(records: list[dict]) -> list[str]:
         return f"{span(alls)} ({span(news)} new)"
 
     rows = [[e["label"], cell(e.get("fp32")), cell(e.get("bf16"))] for e in table.values()]
-    out = ["### Bytes saved for backward per neuron-step (saved_tensors_hooks, all cases)", ""]
+    out = ["## Bytes saved for backward per neuron-step (saved_tensors_hooks, all cases)", ""]
     out += _table(["contender", "fp32", "bf16"], rows)
     out += ["", "'new' leaves out storage shared with the input x (which the caller holds anyway); "
                 "the fused kernel's limit is 4 B fp32 / 2 B bf16."]
@@ -186,13 +191,13 @@ def check_lines(records: list[dict]) -> list[str]:
                      "; ".join(e["fail"]) or ("rows checked: " + ", ".join(e["rows"]) if e["rows"] else "all rows")])
     out = []
     if rows:
-        out = ["### Correctness gate (before any timing): spikes exact vs contender 1, gradient close", ""]
+        out = ["## Correctness gate (before any timing): spikes exact vs contender 1, gradient close", ""]
         out += _table(["contender", "cases passed", "reference met (input dtype / fp32 upcast)", "max grad rel-L2 err", "notes"], rows)
     reasons = OrderedDict()
     for s in skips:
         reasons.setdefault((s["what"], s["reason"]), []).append(s.get("case"))
     if reasons:
-        out += (["", "Not run / not timed:"] if out else ["### Not run / not timed", ""])
+        out += (["", "Not run / not timed:"] if out else ["## Not run / not timed", ""])
         for (what, reason), cases in reasons.items():
             n = len(set(cases))
             out.append(f"- {what}: {reason}" + (f" ({n} cases)" if n > 1 else ""))
@@ -217,7 +222,7 @@ def train_lines(meta: dict, records: list[dict]) -> list[str]:
             if cuda:
                 row.append(f"{r['peak_mib']:,.0f}" if r.get("peak_mib") is not None else "-")
             rows.append(row)
-        out += ["### MLP training step (forward, backward, Adam) per backend", ""] + _table(header, rows)
+        out += ["## MLP training step (forward, backward, Adam) per backend", ""] + _table(header, rows)
         out.append("")
     for r in agree:
         out.append(f"Training step, triton vs torch backend (batch {r['batch']}, {r['device']}): loss diff {r['loss_diff']:.2g}, "
@@ -226,11 +231,11 @@ def train_lines(meta: dict, records: list[dict]) -> list[str]:
     if maxb:
         rows = [[r["backend"], r["precision"], f"{r['batch']:,}", f"{r['peak_gib']:.2f}", f"{r['first_over']:,}" if r.get("first_over") else "-"]
                 for r in maxb]
-        out += ["", "### Largest training batch within 8 GiB (peak torch-allocated memory of a step; CUDA context not included)", ""]
+        out += ["", "## Largest training batch within 8 GiB (peak torch-allocated memory of a step; CUDA context not included)", ""]
         out += _table(["backend", "precision", "largest batch that fits", "its peak GiB", "smallest tried that did not"], rows)
     if seed:
         r = seed[-1]
-        out += ["", f"### CPU training throughput: plain seed vs ours, {r['batches']} batches of {r['batch']} each, interleaved x{r['repeats']}", ""]
+        out += ["", f"## CPU training throughput: plain seed vs ours, {r['batches']} batches of {r['batch']} each, interleaved x{r['repeats']}", ""]
         rows = [["seed: torchvision MNIST + ToTensor + DataLoader(shuffle) + SeedMLP + Adam", f"{r['seed_sps']:,.0f}",
                  ", ".join(f"{v:,.0f}" for v in r["seed_all"]), "1.00x"],
                 ["ours: train.py pipeline (uint8 tensor batched by index, SpikingMLP torch backend, Adam)", f"{r['ours_sps']:,.0f}",
@@ -283,12 +288,12 @@ def target_rows(meta: dict, records: list[dict], train: dict | None = None) -> l
 
 def render(snapshot: dict, train: dict | None = None) -> str:
     meta, records = snapshot.get("meta", {}), snapshot.get("records", [])
-    out = ["## SNN benchmark report", ""]
-    out += header_lines(meta, records)
+    out = ["# SNN benchmark results", ""]
+    out += ["- " + line for line in header_lines(meta, records)]
     for section in (lif_lines(meta, records), saved_lines(records), check_lines(records), train_lines(meta, records)):
         if section:
             out += [""] + section
-    out += ["", "### Targets (NVIDIA H200)", ""]
+    out += ["", "## Targets (NVIDIA H200)", ""]
     out += _table(["target", "measured", "verdict"], target_rows(meta, records, train))
     return "\n".join(out)
 
@@ -329,6 +334,8 @@ def render_gpu_check(snapshot: dict | None, stages: list[tuple[str, str]], train
     meta = (snapshot or {}).get("meta", {})
     records = (snapshot or {}).get("records", [])
     out = ["## gpu_check summary", ""]
+    if meta.get("partial"):
+        out += ["Benchmarks: PARTIAL results (the benchmark stage did not finish).", ""]
     if meta:
         out.append(f"{meta.get('gpu', meta.get('device'))}; torch {meta.get('torch')}, triton {meta.get('triton')}, "
                    f"CUDA {meta.get('cuda')}; git {meta.get('git')}; {meta.get('date_utc')}")
@@ -379,9 +386,17 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu-check", action="store_true", help="the compact table of benchmarks/gpu_check.sh")
     parser.add_argument("--stage", action="append", default=[], metavar="NAME=STATUS", help="a gpu_check stage and its status")
     parser.add_argument("--train-metrics", type=Path, default=None, help="train.py's metrics JSONL of the training stage")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="the --bench-records JSON lines, used when the JSON is missing (a run killed by its timeout)")
     args = parser.parse_args(argv)
     snapshot = None
-    if args.json and Path(args.json).exists():
+    if (not args.json or not Path(args.json).exists()) and args.records is not None and args.records.exists():
+        lines = [json.loads(line) for line in args.records.read_text().splitlines() if line.strip()]
+        meta = next((r for r in lines if r.get("kind") == "meta"), {})
+        snapshot = {"meta": {k: v for k, v in meta.items() if k != "kind"},
+                    "records": [r for r in lines if r.get("kind") != "meta"]}
+        snapshot["meta"]["partial"] = True
+    elif args.json and Path(args.json).exists():
         data = json.loads(Path(args.json).read_text())
         snapshot = data.get("snn")
         if snapshot is None:
