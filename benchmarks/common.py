@@ -291,8 +291,6 @@ def load_average() -> str | None:
 
 def machine_info(device: torch.device) -> dict:
     """The machine and versions that produced a figure (recorded beside every result)."""
-    import triton  # noqa: F401  (version only)
-
     info = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),

@@ -5,8 +5,9 @@
 #   3. a short training run              (python train.py --backend triton --batch-size 1024 --amp)
 # within about 8 minutes (a timeout per stage, shrunk to what is left of the total), then print a
 # compact Markdown table last and write it to FILE (--out), else $OUT/gpu_check.md when $OUT is
-# set, else benchmarks/gpu_check.md. Everything else it writes goes to $OUT/gpu_check/ (or
-# .benchmarks/gpu_check/, ignored by git): bench.json, bench.md, the logs, the training metrics.
+# set, else benchmarks/gpu_check.md. Seven artifacts go to $OUT/gpu_check/ (or .benchmarks/gpu_check/,
+# ignored by git): bench.json, bench.md, records.jsonl, three logs and the training metrics; scratch
+# (installed wheels, checkpoints) goes to a temporary folder that is removed at the end.
 #
 # Usage: benchmarks/gpu_check.sh [--quick] [--out FILE] [--data-dir DIR] [--train-epochs N]
 #                                [--budget SECONDS] [--no-install] [--dry-run] [--help]
@@ -90,42 +91,45 @@ if [[ -z "$DATA_DIR" ]]; then
     DATA_DIR="${DATA_DIR:-$REPO/data}"
 fi
 
+SCRATCH="${TMPDIR:-/tmp}/snn_gpu_check.$$"
 BENCH_ARGS=(-m pytest benchmarks -q -p no:cacheprovider --benchmark-columns=median,iqr,rounds
             "--benchmark-json=$WORK/bench.json" "--bench-report=$WORK/bench.md" "--bench-records=$WORK/records.jsonl"
             "--mnist-dir=$DATA_DIR")
 [[ $QUICK -eq 1 ]] && BENCH_ARGS+=(--bench-quick)
 TRAIN_ARGS=(train.py --backend triton --epochs "$TRAIN_EPOCHS" --batch-size 1024 --amp --data-dir "$DATA_DIR"
-            --checkpoint "$WORK/train/mnist_mlp.pth" --no-progress)
+            --checkpoint "$SCRATCH/train/mnist_mlp.pth" --no-progress)
 
 if [[ $DRY_RUN -eq 1 ]]; then
     echo "gpu_check plan (dry run, nothing executed):"
     echo "  repository:    $REPO"
     echo "  python:        $PY"
     echo "  data dir:      $DATA_DIR ($(has_mnist "$DATA_DIR" && echo 'MNIST found' || echo 'no MNIST: training stage would be skipped'))"
-    echo "  artifacts:     $WORK"
+    echo "  artifacts:     $WORK (scratch: $SCRATCH)"
     echo "  final table:   $OUT_FILE"
     echo "  budget:        ${BUDGET}s total"
-    echo "  0 wheels:      $( [[ $INSTALL -eq 1 ]] && compgen -G '.whl/*.whl' >/dev/null && echo "$PY -m pip install --no-index --no-deps --target $WORK/site .whl/*.whl (then on PYTHONPATH)" || echo 'none to install')"
+    echo "  0 wheels:      $( [[ $INSTALL -eq 1 ]] && compgen -G '.whl/*.whl' >/dev/null && echo "$PY -m pip install --no-index --no-deps --target $SCRATCH/site .whl/*.whl (then on PYTHONPATH)" || echo 'none to install')"
     echo "  1 kernel:      $PY -m pytest -m cuda tests -q -p no:cacheprovider"
     echo "  2 benchmarks:  $PY ${BENCH_ARGS[*]}"
     echo "  3 training:    $PY ${TRAIN_ARGS[*]}"
     exit 0
 fi
 
-mkdir -p "$WORK" "$(dirname "$OUT_FILE")"
-rm -f "$WORK/bench.json" "$WORK/records.jsonl"
+mkdir -p "$WORK" "$SCRATCH" "$(dirname "$OUT_FILE")"
+trap 'rm -rf "$SCRATCH"' EXIT
+rm -f "$WORK/bench.json" "$WORK/records.jsonl" "$WORK/train_metrics.jsonl"
 START=$(date +%s)
 STAGES=()
 
 finish() {  # print the table last and write it; $1 = exit status
-    local table="$WORK/table.md" args=()
+    local table="$SCRATCH/table.md" args=()
     for s in "${STAGES[@]}"; do args+=(--stage "$s"); done
-    local json=""; [[ -f "$WORK/bench.json" ]] && json="$WORK/bench.json"
+    local json=""; [[ -s "$WORK/bench.json" ]] && json="$WORK/bench.json"
+    [[ -f "$SCRATCH/train/mnist_mlp.metrics.jsonl" ]] && cp "$SCRATCH/train/mnist_mlp.metrics.jsonl" "$WORK/train_metrics.jsonl"
     if ! "$PY" -m benchmarks.report $json --records "$WORK/records.jsonl" --gpu-check "${args[@]}" \
-            --train-metrics "$WORK/train/mnist_mlp.metrics.jsonl" > "$table" 2> "$WORK/report.err"; then
+            --train-metrics "$WORK/train_metrics.jsonl" > "$table" 2> "$SCRATCH/report.err"; then
         { echo "## gpu_check summary"; echo; echo "| stage | status |"; echo "| --- | --- |"
           for s in "${STAGES[@]}"; do echo "| ${s%%=*} | ${s#*=} |"; done
-          echo; echo "(benchmarks.report failed: $(tail -n 1 "$WORK/report.err"))"; } > "$table"
+          echo; echo "(benchmarks.report failed: $(tail -n 1 "$SCRATCH/report.err"))"; } > "$table"
     fi
     cp "$table" "$OUT_FILE"
     echo
@@ -145,9 +149,8 @@ sys.exit(0 if ok else 1)' 2>&1); then
       echo "| stage | status |"; echo "| --- | --- |"
       echo "| cuda | no CUDA: ${CUDA_MSG##*$'\n'} |"
       echo "| kernel tests, benchmarks, training | not run |"
-      echo; echo "GPU figures: not measured (no CUDA device)."; } > "$WORK/table.md"
-    cp "$WORK/table.md" "$OUT_FILE"
-    echo; cat "$WORK/table.md"; echo; echo "table written to $OUT_FILE"
+      echo; echo "GPU figures: not measured (no CUDA device)."; } > "$OUT_FILE"
+    echo; cat "$OUT_FILE"; echo; echo "table written to $OUT_FILE"
     exit 3
 fi
 echo "gpu_check: $CUDA_MSG; data: $DATA_DIR; artifacts: $WORK"
@@ -178,11 +181,11 @@ run_stage() {  # name, budget seconds, log file, command...
 if [[ $INSTALL -eq 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
     # Into a private folder on PYTHONPATH: the machine's own environment is left as it is.
     if timeout 90 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target "$WORK/site" .whl/*.whl > "$WORK/pip.log" 2>&1; then
-        export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+            --target "$SCRATCH/site" .whl/*.whl > "$SCRATCH/pip.log" 2>&1; then
+        export PYTHONPATH="$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}"
         STAGES+=("wheels=installed: $(cd .whl && ls *.whl | tr '\n' ' ')")
     else
-        STAGES+=("wheels=install failed (see $WORK/pip.log); SpikingJelly contenders will be skipped")
+        STAGES+=("wheels=install failed ($(tail -n 1 "$SCRATCH/pip.log" | tr '|' '/')); SpikingJelly contenders will be skipped")
     fi
 else
     STAGES+=("wheels=none in .whl/ (SpikingJelly contenders skipped unless already installed)")
@@ -192,7 +195,6 @@ fi
 run_stage "kernel tests" 90 "$WORK/kernel_tests.log" "$PY" -m pytest -m cuda tests -q -p no:cacheprovider
 run_stage "benchmarks" $(( QUICK ? 180 : 270 )) "$WORK/benchmarks.log" "$PY" "${BENCH_ARGS[@]}"
 if has_mnist "$DATA_DIR"; then
-    rm -rf "$WORK/train"
     run_stage "training" 60 "$WORK/train.log" "$PY" "${TRAIN_ARGS[@]}"
 else
     STAGES+=("training=skipped: no MNIST IDX files in $DATA_DIR/MNIST/raw (copy them there, see --help)")

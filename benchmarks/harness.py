@@ -187,8 +187,19 @@ class CaseStore:
 
     # -- memory -------------------------------------------------------------------------------
 
-    def saved_per_neuron_step(self, contender: Contender) -> tuple[float, float]:
+    def saved_per_neuron_step(self, contender: Contender) -> tuple[float, float, float | None]:
+        """(all, new) bytes per neuron-step from saved_tensors_hooks, and on CUDA a cross-check that
+        does not rely on the hooks: the memory the graph holds once the forward returns (allocated
+        after minus before, minus the output), which also counts state a contender keeps elsewhere."""
         runner = self.runner(contender)
         total, new = saved_bytes(runner.forward, inputs=(runner.x,))
         n = runner.x.numel()
-        return total / n, new / n
+        held = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            out = runner.forward()
+            torch.cuda.synchronize(self.device)
+            held = (torch.cuda.memory_allocated(self.device) - before - out.untyped_storage().nbytes()) / n
+            del out
+        return total / n, new / n, held
