@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 import statistics
 import time
 
@@ -26,11 +27,12 @@ import torch.nn.functional as F
 from benchmarks.common import DEFAULT_MNIST_DIR, GIB, rel_l2, run_benchmark, synchronized
 from snn.data import load_mnist, to_float_images
 from snn.model import MLPConfig, SpikingMLP
-from snn.training import autocast_context, train_one_epoch
+from snn.training import autocast_context, make_adam, train_one_epoch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_BATCHES = (128, 8192)
 MEMORY_LIMIT = 8 * GIB
-SEED_BATCHES, SEED_BATCH_SIZE, SEED_REPEATS = 100, 128, 3
+SEED_BATCHES, SEED_BATCH_SIZE, SEED_REPEATS = 300, 128, 3
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -95,7 +97,7 @@ def test_train_step(benchmark, pytestconfig, bench_device, bench_budget, collect
     torch.manual_seed(0)
     images, labels, source = _train_data(pytestconfig, batch, bench_device)
     model = SpikingMLP(MLPConfig(), backend=backend).to(bench_device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_adam(model.parameters(), lr=1e-3)
     step = _make_step(model, optimizer, images, labels, batch, precision != "fp32", bench_device)
     call = synchronized(step, bench_device)
     peak_mib = None
@@ -154,7 +156,7 @@ def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) 
         images = torch.randint(0, 256, (batch, 28, 28), generator=gen, device=device, dtype=torch.uint8)
         labels = torch.randint(0, 10, (batch,), generator=gen, device=device)
         model = SpikingMLP(MLPConfig(), backend=backend).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        optimizer = make_adam(model.parameters(), lr=1e-3)
         step = _make_step(model, optimizer, images, labels, batch, amp, device)
         step()
         torch.cuda.synchronize(device)
@@ -198,59 +200,32 @@ def test_max_batch_in_8gib(bench_device, collector, backend, precision):
 
 
 def test_seed_vs_ours_cpu_throughput(benchmark, mnist_dir, collector):
-    """Samples/s of the plain seed pipeline and of ours over the same batches, interleaved, on CPU."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
+    """Samples/s of the plain seed pipeline and of ours over the same batches, each pipeline in its
+    own process (``benchmarks/seed_vs_ours.py``), interleaved, SEED_REPEATS times, on CPU."""
+    import json
+    import subprocess
+    import sys
 
-    from snn.seed_model import SeedMLP
+    from benchmarks.seed_vs_ours import PIPELINES
 
-    torch.manual_seed(0)
-    dataset = datasets.MNIST(str(mnist_dir), train=True, download=False, transform=transforms.ToTensor())
-    loader = DataLoader(dataset, batch_size=SEED_BATCH_SIZE, shuffle=True)
-    seed_model = SeedMLP(MLPConfig())
-    seed_opt = torch.optim.Adam(seed_model.parameters(), lr=1e-3)
-    criterion = torch.nn.CrossEntropyLoss()
-
-    def seed_run(n_batches: int) -> None:
-        seed_model.train()
-        for _, (images, labels) in zip(range(n_batches), loader):
-            loss = criterion(seed_model(images), labels)
-            seed_opt.zero_grad()
-            loss.backward()
-            seed_opt.step()
-
-    data = load_mnist(mnist_dir, download=False)
-    n = SEED_BATCHES * SEED_BATCH_SIZE
-    images_u8, labels = data.train_images[:n], data.train_labels[:n]
-    ours_model = SpikingMLP(MLPConfig(), backend="torch")
-    ours_opt = torch.optim.Adam(ours_model.parameters(), lr=1e-3)
-    epoch = [0]
-
-    def ours_run(n_samples: int, max_shift: int) -> None:
-        epoch[0] += 1
-        train_one_epoch(ours_model, ours_opt, None, images_u8[:n_samples], labels[:n_samples],
-                        batch_size=SEED_BATCH_SIZE, seed=0, epoch=epoch[0], max_shift=max_shift)
-
-    seed_run(5)  # warm-up: allocator, first DataLoader iterator, lazy inits
-    ours_run(5 * SEED_BATCH_SIZE, 0)
-    times = {"seed": [], "ours": [], "ours_aug": []}
+    times = {name: [] for name in PIPELINES}
 
     def one_repeat() -> None:
-        for name, fn in (("seed", lambda: seed_run(SEED_BATCHES)), ("ours", lambda: ours_run(n, 0)),
-                         ("ours_aug", lambda: ours_run(n, 2))):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+        for name in PIPELINES:
+            command = [sys.executable, "-m", "benchmarks.seed_vs_ours", name, "--data-dir", str(mnist_dir),
+                       "--batches", str(SEED_BATCHES), "--batch", str(SEED_BATCH_SIZE)]
+            result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+            times[name].append(json.loads(result.stdout.strip().splitlines()[-1])["samples_per_s"])
 
     benchmark.group = "seed-vs-ours-cpu"
     benchmark.pedantic(one_repeat, rounds=SEED_REPEATS, warmup_rounds=0, iterations=1)
     if not times["seed"]:
         return
-    sps = {k: [n / t for t in v] for k, v in times.items()}
-    med = {k: statistics.median(v) for k, v in sps.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
     info = dict(batches=SEED_BATCHES, batch=SEED_BATCH_SIZE, repeats=len(times["seed"]), seed_sps=med["seed"],
-                ours_sps=med["ours"], ours_aug_sps=med["ours_aug"], seed_all=sps["seed"], ours_all=sps["ours"],
-                ours_aug_all=sps["ours_aug"], ratio=med["ours"] / med["seed"], threads=torch.get_num_threads(),
-                data=f"MNIST from {mnist_dir}")
+                ours_sps=med["ours"], ours_aug_sps=med["ours-aug"],
+                seed_all=times["seed"], ours_all=times["ours"], ours_aug_all=times["ours-aug"],
+                ratio=med["ours"] / med["seed"],
+                threads=torch.get_num_threads(), data=f"MNIST from {mnist_dir}")
     benchmark.extra_info.update(info)
     collector.add("seed_vs_ours", **info)

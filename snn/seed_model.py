@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from snn.layers import apply_per_step
-from snn.lif import LIFSpike
+from snn.lif import lif_reference
 from snn.model import MLPConfig
 
 
@@ -19,15 +19,25 @@ def add_dimension(x: torch.Tensor, time_steps: int) -> torch.Tensor:
     return x.unsqueeze(1).repeat(1, time_steps, *([1] * (x.dim() - 1)))
 
 
+class SeedLIF(nn.Module):
+    """The seed's ``LIFSpike``: :func:`snn.lif.lif_reference`, differentiated by autograd."""
+
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.tau, self.thresh, self.gamma = config.tau, config.thresh, config.gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lif_reference(x, self.tau, self.thresh, self.gamma)
+
+
 class SeedMLP(nn.Module):
-    def __init__(self, config: MLPConfig = MLPConfig(), backend: str = "torch"):
+    def __init__(self, config: MLPConfig = MLPConfig()):
         super().__init__()
         self.config = config
-        lif_args = dict(tau=config.tau, thresh=config.thresh, gamma=config.gamma, backend=backend)
         self.fc1 = nn.Linear(config.in_features, config.hidden)
-        self.lif1 = LIFSpike(**lif_args)
+        self.lif1 = SeedLIF(config)
         self.fc2 = nn.Linear(config.hidden, config.hidden)
-        self.lif2 = LIFSpike(**lif_args)
+        self.lif2 = SeedLIF(config)
         self.fc3 = nn.Linear(config.hidden, config.num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

