@@ -91,6 +91,7 @@ class RunsCode:
         return (open, (self.marker, "w"))  # would create a file if ever unpickled
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note about the hand-made pickle
 def test_malicious_pickle_is_refused_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
