@@ -33,7 +33,7 @@ from snn.backends import BACKENDS
 from snn.checkpoint import load_checkpoint, model_from_checkpoint
 from snn.data import load_mnist, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
-from snn.errors import UserError
+from snn.errors import UserError, run_cli
 from snn.model import SpikingMLP
 from snn.preprocess import find_images, preprocess_image
 
@@ -281,15 +281,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted.", file=sys.stderr)
-        return 130
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

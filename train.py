@@ -24,7 +24,7 @@ from snn.backends import BACKENDS
 from snn.checkpoint import load_checkpoint, save_checkpoint, versions
 from snn.data import load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
-from snn.errors import UserError
+from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.training import evaluate, make_optimizer, train_one_epoch
 
@@ -164,15 +164,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the last completed epoch is in {sidecar(Path(args.checkpoint), '.last.pth')} "
-              "(continue with --resume); the best checkpoint is unchanged.", file=sys.stderr)
-        return 130
+    return run_cli(run, args, f"interrupted: the last completed epoch is in {sidecar(Path(args.checkpoint), '.last.pth')} "
+                              "(continue with --resume); the best checkpoint is unchanged.")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 import statistics
-import time
 
 import pytest
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from benchmarks.common import DEFAULT_MNIST_DIR, GIB, rel_l2, run_benchmark, synchronized
 from snn.data import load_mnist, to_float_images
 from snn.model import MLPConfig, SpikingMLP
-from snn.training import autocast_context, make_adam, train_one_epoch
+from snn.training import make_adam, training_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_BATCHES = (128, 8192)
@@ -68,14 +67,7 @@ def _make_step(model, optimizer, images, labels, batch, amp, device):
     index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))[:batch].to(device)
 
     def step() -> torch.Tensor:
-        x, y = to_float_images(images[index]), labels[index]
-        with autocast_context(device, amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return training_step(model, optimizer, images[index], labels[index], amp)[0]
 
     return step
 

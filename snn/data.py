@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -56,28 +56,21 @@ class MNIST:
 
     def limit_train(self, n: int | None) -> "MNIST":
         """Keep only the first ``n`` training images (smoke runs); ``None`` keeps all."""
-        if n is None:
-            return self
-        if n <= 0:
-            raise UserError(f"--train-samples must be a positive number, got {n}.")
-        n = min(n, len(self.train_labels))
-        return MNIST(
-            self.train_images[:n], self.train_labels[:n], self.test_images, self.test_labels,
-            f"{self.source} (first {n} training images)",
-        )
-
+        return self._limit("train", n)
 
     def limit_test(self, n: int | None) -> "MNIST":
         """Keep only the first ``n`` test images (quick evaluations); ``None`` keeps all."""
+        return self._limit("test", n)
+
+    def _limit(self, split: str, n: int | None) -> "MNIST":
         if n is None:
             return self
         if n <= 0:
-            raise UserError(f"--test-samples must be a positive number, got {n}.")
-        n = min(n, len(self.test_labels))
-        return MNIST(
-            self.train_images, self.train_labels, self.test_images[:n], self.test_labels[:n],
-            f"{self.source} (first {n} test images)",
-        )
+            raise UserError(f"--{split}-samples must be a positive number, got {n}.")
+        images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+        n = min(n, len(labels))
+        return replace(self, **{f"{split}_images": images[:n], f"{split}_labels": labels[:n]},
+                       source=f"{self.source} (first {n} {split} images)")
 
 
 def read_idx(path: Path, expected_rank: int) -> torch.Tensor:

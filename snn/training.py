@@ -67,6 +67,17 @@ def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(padded, 1, index).view(batch, height, width)
 
 
+def training_step(model, optimizer, images_u8: torch.Tensor, labels: torch.Tensor, amp: bool = False):
+    """One optimizer step on a uint8 image batch; returns ``(loss, logits)`` without syncing."""
+    with autocast_context(images_u8.device, amp):
+        logits = model(to_float_images(images_u8))
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,
                     amp=False, max_shift=0, progress=None, log_every=20):
     """One pass over ``images``/``labels`` (uint8 / int64 on the model's device).
@@ -86,13 +97,8 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
     for step, first in enumerate(range(0, len(order), batch_size)):
         index = order[first:first + batch_size]
         batch_images = images[index] if shifts is None else shift_images(images[index], shifts[first:first + batch_size])
-        x, y = to_float_images(batch_images), labels[index]
-        with autocast_context(device, amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        y = labels[index]
+        loss, logits = training_step(model, optimizer, batch_images, y, amp)
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach() * len(y)
