@@ -48,6 +48,20 @@ class TriangleSurrogateSpike(torch.autograd.Function):
         return grad_spike * surrogate, None
 
 
+def _reference_loop(x: torch.Tensor, steps, tau: float, thresh: float, gamma: float, name: str) -> torch.Tensor:
+    """The seed's loop over the per-step inputs ``steps`` (views of ``x`` along dim 1)."""
+    if x.dim() < 2:
+        raise ValueError(f"{name}: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
+    mem = torch.zeros_like(x[:, 0])
+    spikes = []
+    for x_t in steps:
+        mem = mem * tau + x_t
+        spike = TriangleSurrogateSpike.apply(mem - thresh, gamma)
+        mem = (1 - spike) * mem
+        spikes.append(spike)
+    return torch.stack(spikes, dim=1)
+
+
 def lif_reference(
     x: torch.Tensor,
     tau: float = DEFAULT_TAU,
@@ -60,16 +74,8 @@ def lif_reference(
     time dimension of stride 0 (a broadcast input; its gradient is then summed over T by autograd).
     Spikes have the dtype of ``x``; the potential is kept in that dtype too, as in the seed.
     """
-    if x.dim() < 2:
-        raise ValueError(f"lif_reference: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
-    mem = torch.zeros_like(x[:, 0])
-    spikes = []
-    for t in range(x.shape[1]):
-        mem = mem * tau + x[:, t]
-        spike = TriangleSurrogateSpike.apply(mem - thresh, gamma)
-        mem = (1 - spike) * mem
-        spikes.append(spike)
-    return torch.stack(spikes, dim=1)
+    steps = (x[:, t] for t in range(x.shape[1])) if x.dim() >= 2 else ()
+    return _reference_loop(x, steps, tau, thresh, gamma, "lif_reference")
 
 
 def lif_reference_unbind(
@@ -83,16 +89,8 @@ def lif_reference_unbind(
     Eager backward of ``x[:, t]`` materialises a full ``[B, T, ...]`` zero tensor per step (cost
     grows with T**2); ``unbind`` has one fused backward. This is the fair eager baseline.
     """
-    if x.dim() < 2:
-        raise ValueError(f"lif_reference_unbind: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
-    mem = torch.zeros_like(x[:, 0])
-    spikes = []
-    for x_t in x.unbind(1):
-        mem = mem * tau + x_t
-        spike = TriangleSurrogateSpike.apply(mem - thresh, gamma)
-        mem = (1 - spike) * mem
-        spikes.append(spike)
-    return torch.stack(spikes, dim=1)
+    steps = x.unbind(1) if x.dim() >= 2 else ()
+    return _reference_loop(x, steps, tau, thresh, gamma, "lif_reference_unbind")
 
 
 class LIFSpike(nn.Module):
