@@ -405,9 +405,12 @@ def _log_interpreter_notice() -> None:
 LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 
 
-def _launch(kernel, grid_size: int, args, block_b: int, block_n: int, num_warps: int, **constexprs) -> None:
+def _launch(kernel, B: int, N: int, args, **constexprs) -> None:
+    """Launch ``kernel`` over the tiles of a ``[B, N]`` neuron plane (see :func:`_block_config`)."""
     _log_interpreter_notice()
-    kernel[(grid_size,)](*args, BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
+    block_b, block_n, num_warps = _block_config(B, N)
+    grid = (triton.cdiv(B, block_b) * triton.cdiv(N, block_n),)
+    kernel[grid](*args, BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
 
 
 def lif_forward(
@@ -445,15 +448,11 @@ def lif_forward(
         h3 = s3  # placeholder pointer, never written (SAVE_H=False)
 
     x3 = _as_3d(x, B, T, N)
-    block_b, block_n, num_warps = _block_config(B, N)
-    grid_size = triton.cdiv(B, block_b) * triton.cdiv(N, block_n)
     _launch(
         _lif_fwd_kernel,
-        grid_size,
+        B,
+        N,
         (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh),
-        block_b,
-        block_n,
-        num_warps,
         SAVE_H=save_h,
     )
     return spikes, h
@@ -491,18 +490,14 @@ def lif_backward(
 
     gs3 = _as_3d(grad_spikes, B, T, N)
     h3 = _as_3d(h, B, T, N)
-    block_b, block_n, num_warps = _block_config(B, N)
-    grid_size = triton.cdiv(B, block_b) * triton.cdiv(N, block_n)
     _launch(
         _lif_bwd_kernel,
-        grid_size,
+        B,
+        N,
         (
             gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
             tau, thresh, gamma, 1.0 / gamma / gamma,
         ),
-        block_b,
-        block_n,
-        num_warps,
     )
     return grad_x
 
