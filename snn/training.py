@@ -35,15 +35,19 @@ def make_optimizer(params, lr: float, total_steps: int):
     return optimizer, scheduler
 
 
+def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A CPU generator that is a pure function of (seed, epoch, stream), so resume replays an epoch exactly."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + stream)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
-    """The sample order of one epoch: a pure function of (seed, epoch), so resume replays it exactly."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator).to(device)
+    """The sample order of one epoch."""
+    return torch.randperm(n, generator=_epoch_generator(seed, epoch, 0)).to(device)
 
 
 def epoch_shifts(n: int, max_shift: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
     """Per-sample (dy, dx) translations in [-max_shift, max_shift] for one epoch, ``int64 [n, 2]``."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+    generator = _epoch_generator(seed, epoch, 7_919)
     return torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator).to(device)
 
 
