@@ -90,6 +90,8 @@ import os
 
 import torch
 
+from snn.neuron import LIFSpec, make_lif_function
+
 
 def _choose_interpreter() -> None:
     """Run Triton in its CPU interpreter when there is no CUDA device and the user has not chosen."""
@@ -525,9 +527,16 @@ class LIFSpikeFunction(torch.autograd.Function):
         return lif_backward(grad_spikes, h, *ctx.params), None, None, None, None
 
 
-def lif_spike(x: torch.Tensor, tau: float = 0.5, thresh: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
-    """Spikes of a LIF layer driven by ``x`` of shape ``[B, T, ...]``; same function as
-    :func:`snn.lif.lif_reference`, fused into one kernel per direction."""
+def _triton_core(x, tau, thresh, spec: LIFSpec, v0, return_v, return_h, time_major):
+    """The shared signature (:func:`snn.neuron.make_lif_function`) around :class:`LIFSpikeFunction`."""
+    if not spec.is_seed or v0 is not None or return_v or return_h or time_major or isinstance(tau, torch.Tensor) \
+            or isinstance(thresh, torch.Tensor):
+        raise _fail(ValueError, "the Triton kernel implements the seed's neuron only (hard reset to 0, triangle "
+                                "surrogate, number tau/thresh, [B, T, ...], no state); use backend 'torch'")
     # Grad mode is off inside Function.forward, so whether a backward can follow is decided here.
-    save_h = torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad
-    return LIFSpikeFunction.apply(x, tau, thresh, gamma, save_h)
+    save_h = torch.is_grad_enabled() and x.requires_grad
+    return LIFSpikeFunction.apply(x, tau, thresh, spec.surrogate_alpha, save_h), None, None
+
+
+# Spikes of a LIF layer (the neuron of snn.neuron), fused into one kernel per direction.
+lif_spike = make_lif_function(_triton_core, "lif_spike")

@@ -1,21 +1,61 @@
-"""The one place that maps a backend name to a LIF implementation.
+"""The one place that maps a backend name to a LIF implementation and says what each supports.
 
-Every LIF implementation has the signature ``lif(x, tau, thresh, gamma) -> spikes`` for ``x`` of
-shape ``[B, T, ...]``. ``train.py``, ``infer.py`` and the model only pass the name through.
+Every implementation has the signature of :func:`snn.neuron.make_lif_function` (the neuron and
+its options are specified in :mod:`snn.neuron`). ``train.py``, ``infer.py``, the layer module and
+the model only pass the name through. A new backend is one module plus one entry here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from snn.errors import UserError
-from snn.lif_torch import lif_torch
+from snn.neuron import LIFSpec
 
-LIFFunction = Callable[[torch.Tensor, float, float, float], torch.Tensor]
+LIFFunction = Callable[..., torch.Tensor]
 
-BACKENDS = ("torch", "triton")
+
+# Everything a call can ask beyond the seed's neuron, by the name a refusal uses.
+FEATURES = (
+    "reset='soft'", "v_reset", "detach_reset", "surrogate='sigmoid'", "surrogate='atan'",
+    "surrogate='rectangle'", "tensor tau/thresh", "v0", "return_v", "return_h", "time_dim=0",
+)
+
+
+def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=False, return_h=False, time_dim=1) -> set[str]:
+    """The :data:`FEATURES` a call with these options needs."""
+    used = {f"surrogate={spec.surrogate!r}"} - {"surrogate='triangle'"}
+    used |= {name for name, on in (
+        ("reset='soft'", spec.reset == "soft"), ("v_reset", spec.v_reset != 0.0), ("detach_reset", spec.detach_reset),
+        ("tensor tau/thresh", tensor_params), ("v0", v0), ("return_v", return_v), ("return_h", return_h),
+        ("time_dim=0", time_dim == 0),
+    ) if on}
+    return used
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str
+    dtypes: tuple[torch.dtype, ...]
+    devices: tuple[str, ...]  # torch device types the implementation runs on
+    features: frozenset[str] = frozenset(FEATURES)  # which of FEATURES it implements
+    # True: computes in fp32 whatever the input dtype (its 16-bit spikes are the fp32 reference's
+    # on the rounded input). False: computes in the input dtype, like the reference.
+    accumulates_in_fp32: bool = False
+
+
+_ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+REGISTRY = {
+    "torch": Backend("torch", "plain PyTorch, hand-written backward (fused loop, saves h only)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
+    "triton": Backend("triton", "fused Triton kernels (CUDA; the CPU runs them in Triton's interpreter)",
+                      (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), frozenset(), accumulates_in_fp32=True),
+    "reference": Backend("reference", "the seed's per-step loop under eager autograd (the definition)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
+}
+BACKENDS = tuple(REGISTRY)
 
 
 def _load_triton() -> LIFFunction:
@@ -31,12 +71,38 @@ def _load_triton() -> LIFFunction:
     return lif_spike
 
 
+def get_backend(name: str) -> Backend:
+    """The registry entry for ``name``, or one sentence listing the names there are."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown backend {name!r}; supported backends are: {', '.join(BACKENDS)}.")
+    return REGISTRY[name]
+
+
 def get_lif_function(name: str) -> LIFFunction:
     """Return the LIF implementation registered under ``name`` (one of :data:`BACKENDS`)."""
+    get_backend(name)
     if name == "torch":
         # Plain PyTorch with a hand-written backward: bit-identical to autograd of the seed's loop
-        # (snn.lif.lif_reference, tests/test_lif_torch.py), at a fraction of its ops and memory.
+        # (snn.lif.lif_reference, tests/test_lif_contract.py), at a fraction of its ops and memory.
+        from snn.lif_torch import lif_torch
+
         return lif_torch
-    if name == "triton":
-        return _load_triton()
-    raise UserError(f"unknown backend {name!r}; supported backends are: {', '.join(BACKENDS)}.")
+    if name == "reference":
+        from snn.lif import lif_reference
+
+        return lif_reference
+    return _load_triton()
+
+
+def check_supported(name: str, features=(), dtype: torch.dtype | None = None, device=None) -> None:
+    """Refuse, in one sentence, options (:func:`features_used`), a dtype or a device ``name`` cannot run."""
+    backend = get_backend(name)
+    missing = sorted(set(features) - backend.features)
+    if missing:
+        others = [n for n, b in REGISTRY.items() if set(features) <= b.features]
+        raise UserError(f"backend {name!r} does not implement {', '.join(missing)}; use {' or '.join(others)}.")
+    if dtype is not None and dtype not in backend.dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in backend.dtypes)
+        raise UserError(f"backend {name!r} supports {names}; got {str(dtype).replace('torch.', '')}.")
+    if device is not None and torch.device(device).type not in backend.devices:
+        raise UserError(f"backend {name!r} runs on {', '.join(backend.devices)}; got {device}.")

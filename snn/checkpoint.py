@@ -91,7 +91,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_from_checkpoint(checkpoint: dict, backend: str, path: str | Path = "checkpoint") -> SpikingMLP:
     """Build the model described by ``checkpoint`` with any backend and load its weights."""
     try:
-        config = MLPConfig(**checkpoint["config"])
+        config = MLPConfig.from_dict(checkpoint["config"])
         model = SpikingMLP(config, backend=backend)
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, TypeError, RuntimeError) as exc:

@@ -1,117 +1,103 @@
-"""Reference Leaky Integrate-and-Fire neuron in plain PyTorch.
+"""Reference Leaky Integrate-and-Fire neuron in plain PyTorch: the definition the others are proven against.
 
-This is the seed's ``LIFSpike`` kept literally (one Python step per time step, eager autograd),
-because it is the definition every faster implementation is proven against. Per step ``t``::
+This is the seed's ``LIFSpike`` loop kept literally (one Python step per time step, eager
+autograd), extended with the options specified in :mod:`snn.neuron` (read it for the math). For
+the defaults each step is exactly the seed's::
 
-    v    = v * tau + x[:, t]          # leaky integration, v starts at 0
-    s    = H(v - thresh)              # H(z) = 1 if z > 0 else 0 (strict)
-    v    = v * (1 - s)                # hard reset to 0, NOT detached: gradient flows through it
-
-Backward replaces the Heaviside derivative by the triangular surrogate::
-
-    dS/dV = max(0, gamma - |v - thresh|) / gamma**2
+    mem   = mem * tau + x[:, t]
+    spike = ZIF(mem - thresh)          # (z > 0) forward, surrogate backward
+    mem   = (1 - spike) * mem          # hard reset to 0, NOT detached
 
 Autograd of this graph saves 16 bytes per fp32 neuron-step (the surrogate's input and output,
-``1 - s`` and ``v`` for the reset product); the Triton kernel in ``kernels/lif.py`` must match it
-bit for bit in the forward and to rounding in the backward while saving at most 4.
+``1 - s`` and ``v`` for the reset product); the fused implementations must match it bit for bit in
+the forward and to rounding in the backward while saving at most 4. The potential is kept in the
+dtype of ``x``, as in the seed (tensor ``tau``/``thresh``/``v0`` are cast to it).
+
+The layer module (:class:`snn.layers.LIFSpike`) lives in :mod:`snn.layers`; it is re-exported
+here for code written against the old location.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-DEFAULT_TAU = 0.5
-DEFAULT_THRESH = 1.0
-DEFAULT_GAMMA = 1.0
+from snn.neuron import (  # noqa: F401  (DEFAULT_* re-exported for existing imports)
+    DEFAULT_GAMMA,
+    DEFAULT_TAU,
+    DEFAULT_THRESH,
+    LIFSpec,
+    make_lif_function,
+    surrogate_gradient,
+)
 
 
-class TriangleSurrogateSpike(torch.autograd.Function):
-    """Heaviside step ``(z > 0)`` forward, triangular surrogate ``max(0, g - |z|) / g**2`` backward.
+class SurrogateSpike(torch.autograd.Function):
+    """Heaviside step ``(z > 0)`` forward, the spec's surrogate ``sg(z)`` backward.
 
-    ``z`` is the potential minus the threshold. This is the seed's ``ZIF`` function; it saves
-    its input and its output as the seed did, so the reference's memory footprint is the seed's.
+    ``z`` is the potential minus the threshold. For the triangle this is the seed's ``ZIF``
+    function; it saves its input and its output as the seed did, so the reference's memory
+    footprint is the seed's.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, gamma: float) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
         spike = (z > 0).to(z.dtype)
         ctx.save_for_backward(z, spike)
-        ctx.gamma = gamma
+        ctx.spec = spec
         return spike
 
     @staticmethod
     def backward(ctx, grad_spike: torch.Tensor):
         z, _spike = ctx.saved_tensors
-        gamma = ctx.gamma
-        surrogate = (gamma - z.abs()).clamp(min=0) * (1.0 / gamma / gamma)
-        return grad_spike * surrogate, None
+        return grad_spike * surrogate_gradient(z, ctx.spec), None
 
 
-def _reference_loop(x: torch.Tensor, steps, tau: float, thresh: float, gamma: float, name: str) -> torch.Tensor:
-    """The seed's loop over the per-step inputs ``steps`` (views of ``x`` along dim 1)."""
-    if x.dim() < 2:
-        raise ValueError(f"{name}: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
-    mem = torch.zeros_like(x[:, 0])
-    spikes = []
+def _as_potential(value, x: torch.Tensor):
+    return value.to(x.dtype) if isinstance(value, torch.Tensor) else value
+
+
+def _reference_core(x, steps, tau, thresh, spec: LIFSpec, v0, return_v, return_h):
+    tau, thresh = _as_potential(tau, x), _as_potential(thresh, x)
+    mem = torch.zeros_like(x[:, 0]) if v0 is None else v0.to(x.dtype)
+    spikes, potentials = [], []
     for x_t in steps:
         mem = mem * tau + x_t
-        spike = TriangleSurrogateSpike.apply(mem - thresh, gamma)
-        mem = (1 - spike) * mem
+        if return_h:
+            potentials.append(mem)
+        spike = SurrogateSpike.apply(mem - thresh, spec)
+        reset_spike = spike.detach() if spec.detach_reset else spike
+        if spec.reset == "soft":
+            mem = mem - reset_spike * thresh
+        else:
+            mem = (1 - reset_spike) * mem
+            if spec.v_reset != 0.0:
+                mem = mem + reset_spike * spec.v_reset
         spikes.append(spike)
-    return torch.stack(spikes, dim=1)
+    h = torch.stack(potentials, dim=1) if return_h else None
+    return torch.stack(spikes, dim=1), (mem if return_v else None), h
 
 
-def lif_reference(
-    x: torch.Tensor,
-    tau: float = DEFAULT_TAU,
-    thresh: float = DEFAULT_THRESH,
-    gamma: float = DEFAULT_GAMMA,
-) -> torch.Tensor:
-    """Spikes of a LIF layer driven by ``x`` of shape ``[B, T, ...]`` (time on dim 1).
-
-    Indexes ``x[:, t]`` per step exactly as the seed does, so it accepts any layout, including a
-    time dimension of stride 0 (a broadcast input; its gradient is then summed over T by autograd).
-    Spikes have the dtype of ``x``; the potential is kept in that dtype too, as in the seed.
-    """
-    steps = (x[:, t] for t in range(x.shape[1])) if x.dim() >= 2 else ()
-    return _reference_loop(x, steps, tau, thresh, gamma, "lif_reference")
+def _indexing_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    steps = (x[:, t] for t in range(x.shape[1]))
+    return _reference_core(x, steps, tau, thresh, spec, v0, return_v, return_h)
 
 
-def lif_reference_unbind(
-    x: torch.Tensor,
-    tau: float = DEFAULT_TAU,
-    thresh: float = DEFAULT_THRESH,
-    gamma: float = DEFAULT_GAMMA,
-) -> torch.Tensor:
-    """Same function as :func:`lif_reference`, iterating ``x.unbind(1)`` instead of ``x[:, t]``.
-
-    Eager backward of ``x[:, t]`` materialises a full ``[B, T, ...]`` zero tensor per step (cost
-    grows with T**2); ``unbind`` has one fused backward. This is the fair eager baseline.
-    """
-    steps = x.unbind(1) if x.dim() >= 2 else ()
-    return _reference_loop(x, steps, tau, thresh, gamma, "lif_reference_unbind")
+def _unbind_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    return _reference_core(x, x.unbind(1), tau, thresh, spec, v0, return_v, return_h)
 
 
-class LIFSpike(nn.Module):
-    """LIF layer over ``[B, T, ...]``; ``backend`` picks the implementation (see ``snn.backends``)."""
+# Indexes x[:, t] per step exactly as the seed does, so any layout works, including a stride-0 time
+# dimension (a broadcast input; autograd then sums its gradient over T).
+lif_reference = make_lif_function(_indexing_core, "lif_reference")
 
-    def __init__(
-        self,
-        tau: float = DEFAULT_TAU,
-        thresh: float = DEFAULT_THRESH,
-        gamma: float = DEFAULT_GAMMA,
-        backend: str = "torch",
-    ):
-        super().__init__()
-        from snn.backends import get_lif_function  # local: backends imports this module
+# Same function iterating x.unbind(1): eager backward of x[:, t] materialises a full [B, T, ...]
+# zero tensor per step (cost grows with T**2); unbind has one fused backward. The fair eager baseline.
+lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind")
 
-        self.tau, self.thresh, self.gamma = float(tau), float(thresh), float(gamma)
-        self.backend = backend
-        self._lif = get_lif_function(backend)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._lif(x, self.tau, self.thresh, self.gamma)
+def __getattr__(name: str):
+    if name == "LIFSpike":  # moved to snn.layers (imported lazily: snn.layers imports the backends)
+        from snn.layers import LIFSpike
 
-    def extra_repr(self) -> str:
-        return f"tau={self.tau}, thresh={self.thresh}, gamma={self.gamma}, backend={self.backend!r}"
+        return LIFSpike
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,21 +1,19 @@
 """The ``torch`` backend: the LIF layer in plain PyTorch with a hand-written backward.
 
 Same function as :func:`snn.lif.lif_reference` (the seed's loop, differentiated by autograd) and
-the same recurrence as the Triton kernel (``kernels/lif.py`` derives it)::
-
-    forward   h_t = v_{t-1} * tau + x_t,   s_t = (h_t - thresh > 0),   v_t = h_t * (1 - s_t)
-    backward  g_h[t] = c_t * (1 - s_t) + (g_s[t] - c_t * h_t) * sg(h_t),   g_x[t] = g_h[t],
-              c_{t-1} = tau * g_h[t],   c_{T-1} = 0,   sg(h) = max(0, gamma - |h - thresh|) / gamma**2
+the same recurrences as the Triton kernel; both are derived once, in :mod:`snn.neuron`.
 
 Why not just autograd of the loop: eager autograd records ~7 ops per step forward and ~14
 backward, saves 16 bytes per fp32 neuron-step and pays per-op dispatch on small ``[B, N]`` slices.
-Here the forward runs 5 ops per step without recording anything and saves only ``h`` (4 bytes
+Here the forward runs 4-5 ops per step without recording anything and saves only ``h`` (4 bytes
 fp32, 2 bytes fp16/bf16, exact: ``h`` is stored in the dtype it was computed in); the backward
-computes everything that does not depend on the carry, ``1 - s`` and ``sg(h)``, in one pass over
-``[B, T, N]`` and then runs 6 ops per step. At the MNIST shape on a 2-core CPU this is ~4x faster
-than autograd of the loop. Each product and sum is rounded as in the reference
-(no fused multiply-add, same grouping), so spikes are identical and fp32 gradients equal reference
-autograd's (tests/test_lif_torch.py). Arithmetic is in the input dtype, as in the reference.
+computes everything that does not depend on the carry (``1 - s`` and ``sg(z)``) in one pass over
+``[B, T, N]``, runs 4-6 ops per step, and reduces the gradients of tensor ``tau``/``thresh`` in one
+pass after the scan. At the MNIST shape on a 2-core CPU this is ~4x faster than autograd of the
+loop. Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
+so spikes are identical and, for the seed's neuron, fp32 input gradients equal reference
+autograd's to the last bit (tests/test_lif_contract.py). Arithmetic is in the input dtype, as in
+the reference. The optional ``h`` output is for analysis: it carries no gradient.
 """
 
 from __future__ import annotations
@@ -23,73 +21,159 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from snn.lif import DEFAULT_GAMMA, DEFAULT_TAU, DEFAULT_THRESH
+from snn.neuron import LIFSpec, empty_like_input, make_lif_function, surrogate_gradient
 
 
-def lif_torch_forward(x: torch.Tensor, tau: float, thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spikes ``s`` and pre-reset potentials ``h`` (both ``[B, T, ...]`` in ``x.dtype``).
+def _param(value, x: torch.Tensor):
+    """A tensor ``tau``/``thresh`` in the potential's dtype (the reference casts it the same way)."""
+    return value.detach().to(x.dtype) if isinstance(value, torch.Tensor) else value
+
+
+def _reset(h: torch.Tensor, s: torch.Tensor, thresh, spec: LIFSpec) -> torch.Tensor:
+    """``v = R(h, s)``, rounded as the reference's reset."""
+    if spec.reset == "soft":
+        return h - s * thresh
+    v = h * (1 - s)  # the reference's reset product (h = +inf spikes and leaves NaN)
+    if spec.v_reset != 0.0:
+        v.add_(s * spec.v_reset)
+    return v
+
+
+def lif_torch_forward(x: torch.Tensor, tau, thresh, spec: LIFSpec = LIFSpec(), v0=None, time_major: bool = False):
+    """Spikes ``s``, pre-reset potentials ``h`` (both ``[B, T, ...]`` in ``x.dtype``) and the final ``v``.
 
     Every op writes a float tensor: comparisons into a bool tensor and products with bools are
     several times slower on the CPU than the same op with a float output.
     """
-    spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    h_all = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    v = torch.zeros_like(x[:, 0], memory_format=torch.contiguous_format)
+    spikes = empty_like_input(x, time_major)
+    h_all = empty_like_input(x, time_major)
+    if v0 is None:
+        v = torch.zeros_like(x[:, 0], memory_format=torch.contiguous_format)
+    else:
+        v = v0.detach().to(x.dtype).clone(memory_format=torch.contiguous_format)
     for t, x_t in enumerate(x.unbind(1)):
         h, s = h_all[:, t], spikes[:, t]
         torch.add(v.mul_(tau), x_t, out=h)  # v * tau rounded, then + x rounded: as the reference
         torch.gt(h, thresh, out=s)  # for floats, h - thresh > 0 exactly when h > thresh
-        v = h * (1 - s)  # the reference's reset product (h = +inf spikes and leaves NaN)
-    return spikes, h_all
+        v = _reset(h, s, thresh, spec)
+    return spikes, h_all, v
 
 
-def lif_torch_backward(grad_spikes: torch.Tensor, h_all: torch.Tensor, tau: float, thresh: float, gamma: float) -> torch.Tensor:
-    """Gradient of the input, by the reverse-time scan in the module docstring.
+def _sum_to_param(total: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """Reduce a ``[B, T, ...]`` product over batch and time, then to ``param``'s (broadcast) shape."""
+    return total.sum(dim=(0, 1)).sum_to_size(param.shape).to(param.dtype)
 
-    The two ``[B, T, N]`` terms are built in place in two buffers: each fresh tensor of that size
-    costs page faults in glibc's allocator, far more than the arithmetic on it.
+
+def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(), grad_v=None, v0=None,
+                       need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False):
+    """``(g_x, g_tau, g_thresh, g_v0)`` by the reverse-time scan of :mod:`snn.neuron` (None where not needed).
+
+    ``grad_spikes`` may be None (only the final potential is used). The two ``[B, T, N]`` terms are
+    built in place in two buffers: each fresh tensor of that size costs page faults in glibc's
+    allocator, far more than the arithmetic on it.
     """
-    surrogate = torch.sub(h_all, thresh)  # z = h - thresh
-    keep = torch.gt(surrogate, 0, out=torch.empty_like(surrogate)).neg_().add_(1)  # 1 - s, exact for s in {0, 1}
-    # gamma - |z| as (-|z|) + gamma (the same rounding), clamped at 0, times 1/gamma**2 as the reference
-    surrogate.abs_().neg_().add_(gamma).clamp_(min=0).mul_(1.0 / gamma / gamma)
+    tau_p, thresh_p = _param(tau, h_all), _param(thresh, h_all)
+    if grad_spikes is None:
+        grad_spikes = torch.zeros_like(h_all)
+    z = torch.sub(h_all, thresh_p)
+    s = torch.gt(z, 0, out=torch.empty_like(z))
+    hard = spec.reset == "hard"
+    keep = torch.neg(s).add_(1) if hard else None  # 1 - s, exact for s in {0, 1}
+    if spec.surrogate == "triangle":
+        # alpha - |z| as (-|z|) + alpha (the same rounding), clamped at 0, times 1/alpha**2: in place in z
+        alpha = spec.surrogate_alpha
+        surrogate = z.abs_().neg_().add_(alpha).clamp_(min=0).mul_(1.0 / alpha / alpha)
+    else:
+        surrogate = surrogate_gradient(z, spec)
     grad_x = torch.empty_like(h_all)
-    last = h_all.shape[1] - 1
-    torch.mul(grad_spikes[:, last], surrogate[:, last], out=grad_x[:, last])  # no carry into the last step
-    carry = grad_x[:, last] * tau
-    for t in range(last - 1, -1, -1):
+    carry = None if grad_v is None else grad_v.to(h_all.dtype)
+    for t in range(h_all.shape[1] - 1, -1, -1):
         g_h = grad_x[:, t]
-        torch.mul(carry, keep[:, t], out=g_h)
-        g_h.add_((grad_spikes[:, t] - carry * h_all[:, t]).mul_(surrogate[:, t]))
-        carry = g_h * tau
-    return grad_x
+        if carry is None:  # nothing reaches the last potential: only the spike path (never 0 * inf)
+            torch.mul(grad_spikes[:, t], surrogate[:, t], out=g_h)
+        else:
+            if spec.detach_reset:
+                d_spike = grad_spikes[:, t]
+            elif not hard:
+                d_spike = grad_spikes[:, t] - carry * thresh_p
+            else:
+                d_spike = grad_spikes[:, t] - carry * h_all[:, t]
+                if spec.v_reset != 0.0:
+                    d_spike = d_spike + carry * spec.v_reset
+            if hard:
+                torch.mul(carry, keep[:, t], out=g_h)
+            else:
+                g_h.copy_(carry)  # dR/dh = 1
+            g_h.add_(d_spike * surrogate[:, t])
+        carry = g_h * tau_p
+    grad_tau = grad_thresh = grad_v0 = None
+    if need_v0:
+        grad_v0 = carry.to(v0.dtype)
+    if need_tau or need_thresh:
+        # The sums over batch and time run in fp32 whatever the input dtype (16-bit sums of
+        # thousands of terms would lose the gradient); the per-element terms are rounded as above.
+        f32 = torch.float32
+        g_h, h32, s32, tau32 = grad_x.to(f32), h_all.to(f32), s.to(f32), _param(tau, grad_x.to(f32))
+        thresh32 = _param(thresh, h32)
+        carries = torch.empty_like(h32)  # c_t for every step: tau * g_h[t+1], then the final potential's gradient
+        torch.mul(g_h[:, 1:], tau32, out=carries[:, :-1])
+        carries[:, -1] = 0 if grad_v is None else grad_v.to(f32)
+    if need_tau:
+        v_prev = torch.empty_like(h32)
+        v_prev[:, 0] = 0 if v0 is None else v0.detach().to(h_all.dtype).to(f32)
+        v_prev[:, 1:] = _reset(h32[:, :-1], s32[:, :-1], thresh32, spec)
+        grad_tau = _sum_to_param(g_h * v_prev, tau)
+    if need_thresh:
+        g_s32 = grad_spikes.to(f32)
+        if spec.detach_reset:
+            d_spike = g_s32
+        elif hard:
+            d_spike = g_s32 - carries * (h32 - spec.v_reset)
+        else:
+            d_spike = g_s32 - carries * thresh32
+        total = -(d_spike * surrogate.to(f32))
+        if not hard:
+            total = total - carries * s32
+        grad_thresh = _sum_to_param(total, thresh)
+    return grad_x, grad_tau, grad_thresh, grad_v0
 
 
 class LIFTorchFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, tau: float, thresh: float, gamma: float) -> torch.Tensor:
-        spikes, h_all = lif_torch_forward(x, tau, thresh)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(h_all)
-        ctx.params = (tau, thresh, gamma)
-        return spikes
+    def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, return_h: bool, time_major: bool):
+        tau_p, thresh_p = _param(tau, x), _param(thresh, x)
+        spikes, h_all, v = lif_torch_forward(x, tau_p, thresh_p, spec, v0, time_major)
+        ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
+        if any(ctx.needs_input_grad[:4]):
+            ctx.save_for_backward(h_all, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars = (tau, thresh)
+        ctx.spec = spec
+        if not return_h:
+            return spikes, v, None
+        ctx.mark_non_differentiable(h_all)
+        return spikes, v, h_all
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_spikes: torch.Tensor):
-        (h_all,) = ctx.saved_tensors
-        return lif_torch_backward(grad_spikes, h_all, *ctx.params), None, None, None
+    def backward(ctx, grad_spikes, grad_v, _grad_h):
+        h_all, *saved = ctx.saved_tensors
+        tau, thresh = ctx.scalars
+        it = iter(saved)
+        tau = next(it) if ctx.tensor_params[0] else tau
+        thresh = next(it) if ctx.tensor_params[1] else thresh
+        v0 = next(it) if ctx.tensor_params[2] else None
+        if grad_spikes is None and grad_v is None:
+            return None, None, None, None, None, None, None
+        needs = ctx.needs_input_grad
+        grads = lif_torch_backward(grad_spikes, h_all, tau, thresh, ctx.spec, grad_v, v0,
+                                   need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3])
+        return (*grads, None, None, None)
 
 
-def lif_torch(
-    x: torch.Tensor,
-    tau: float = DEFAULT_TAU,
-    thresh: float = DEFAULT_THRESH,
-    gamma: float = DEFAULT_GAMMA,
-) -> torch.Tensor:
-    """Spikes of a LIF layer driven by ``x [B, T, ...]``: :func:`snn.lif.lif_reference`'s function."""
-    if x.dim() < 2:
-        raise ValueError(f"lif_torch: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"lif_torch: expected a floating-point tensor of shape [B, T, ...], got {x.dtype}")
-    return LIFTorchFunction.apply(x, float(tau), float(thresh), float(gamma))
+def _torch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    spikes, v, h = LIFTorchFunction.apply(x, tau, thresh, v0, spec, return_h, time_major)
+    return spikes, (v if return_v else None), h
+
+
+lif_torch = make_lif_function(_torch_core, "lif_torch")

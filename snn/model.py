@@ -14,13 +14,13 @@ weights move freely between the two (a test checks they compute the same outputs
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
-from snn.layers import direct_encode
-from snn.lif import DEFAULT_GAMMA, DEFAULT_TAU, DEFAULT_THRESH, LIFSpike
+from snn.layers import LIFSpike, direct_encode
+from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,35 @@ class MLPConfig:
     hidden: int = 512
     num_classes: int = 10
     time_steps: int = 6
-    tau: float = DEFAULT_TAU
-    thresh: float = DEFAULT_THRESH
-    gamma: float = DEFAULT_GAMMA
+    tau: float = DEFAULT_TAU  # initial value when learn_tau
+    thresh: float = DEFAULT_THRESH  # initial value when learn_thresh
+    # The neuron's options (snn.neuron.LIFSpec); the defaults are the seed's neuron.
+    reset: str = "hard"
+    v_reset: float = 0.0
+    detach_reset: bool = False
+    surrogate: str = "triangle"
+    alpha: float | None = None  # the surrogate's parameter; None = its default (triangle: the seed's gamma = 1)
+    learn_tau: bool = False  # one learnable tau per hidden neuron and layer
+    learn_thresh: bool = False  # one learnable thresh per hidden neuron and layer
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MLPConfig":
+        """Inverse of :meth:`to_dict`; also reads checkpoints from before the neuron options (``gamma``)."""
+        values = dict(values)
+        if "gamma" in values:  # the seed's name of the triangle surrogate's alpha
+            values.setdefault("alpha", values.pop("gamma"))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    @property
+    def spec(self) -> LIFSpec:
+        return LIFSpec(self.reset, self.v_reset, self.detach_reset, self.surrogate, self.alpha)
 
 
 class SpikingMLP(nn.Module):
@@ -45,7 +68,12 @@ class SpikingMLP(nn.Module):
     def __init__(self, config: MLPConfig = MLPConfig(), backend: str = "torch"):
         super().__init__()
         self.config = config
-        lif_args = dict(tau=config.tau, thresh=config.thresh, gamma=config.gamma, backend=backend)
+        spec = config.spec
+        lif_args = dict(
+            tau=config.tau, thresh=config.thresh, reset=spec.reset, v_reset=spec.v_reset, detach_reset=spec.detach_reset,
+            surrogate=spec.surrogate, alpha=spec.alpha, learn_tau=config.learn_tau, learn_thresh=config.learn_thresh,
+            param_shape=(config.hidden,), backend=backend,
+        )
         self.fc1 = nn.Linear(config.in_features, config.hidden)
         self.lif1 = LIFSpike(**lif_args)
         self.fc2 = nn.Linear(config.hidden, config.hidden)

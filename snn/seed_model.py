@@ -24,10 +24,10 @@ class SeedLIF(nn.Module):
 
     def __init__(self, config: MLPConfig):
         super().__init__()
-        self.tau, self.thresh, self.gamma = config.tau, config.thresh, config.gamma
+        self.tau, self.thresh, self.spec = config.tau, config.thresh, config.spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lif_reference(x, self.tau, self.thresh, self.gamma)
+        return lif_reference(x, self.tau, self.thresh, spec=self.spec)
 
 
 class SeedMLP(nn.Module):

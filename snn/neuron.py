@@ -1,0 +1,270 @@
+"""The LIF neuron's specification: its options, their defaults, and the one derivation of its math.
+
+Every implementation (the reference in :mod:`snn.lif`, the torch backend in :mod:`snn.lif_torch`,
+the Triton kernel in :mod:`kernels.lif`) imports :class:`LIFSpec` from here and implements the
+recurrences below; the README and the other modules link here instead of restating them. This
+module imports nothing of the project (it is the leaf every implementation depends on).
+
+Forward
+-------
+Per neuron, over steps ``t = 0 .. T-1``, with ``v_{-1} = v0`` (zero unless given)::
+
+    h_t = v_{t-1} * tau + x_t                 leaky integration: product rounded, then sum (no FMA)
+    z_t = h_t - thresh
+    s_t = (z_t > 0)                           strict Heaviside, in the dtype of x
+    v_t = h_t * (1 - s_t) [+ v_reset * s_t]   reset="hard" (the ``+`` term only when v_reset != 0)
+    v_t = h_t - thresh * s_t                  reset="soft" (subtract the threshold)
+
+The outputs are the spikes ``s``, optionally the final potential ``v_{T-1}`` (to continue a
+sequence in the next call: chunked calls equal one call over the whole sequence) and optionally
+the pre-reset potentials ``h`` (for analysis). ``tau`` and ``thresh`` are Python numbers or tensors
+broadcastable over the neuron dimensions (``x.shape[2:]``), e.g. ``[N]`` or ``[C, 1, 1]``.
+
+Backward
+--------
+The step has no useful derivative; ``ds/dh`` is replaced by a surrogate ``sg(z)`` (``SURROGATES``)::
+
+    triangle   max(0, alpha - |z|) / alpha**2          (alpha is the seed's gamma; default 1)
+    sigmoid    alpha * sig(alpha z) * (1 - sig(alpha z))            (default alpha 4)
+    atan       (alpha / 2) / (1 + (pi/2 * alpha * z)**2)            (default alpha 2)
+    rectangle  alpha if |z| < 0.5 / alpha else 0                    (default alpha 1)
+
+These are SpikingJelly's definitions (``PiecewiseQuadratic``, ``Sigmoid``, ``ATan``, and the
+rectangular window), so models move between the libraries.
+
+``v_t`` reaches the loss through the next step only (``h_{t+1} = v_t * tau + x_{t+1}``) and, for
+the last step, through the returned final potential. Write ``c_t`` for the gradient arriving at
+``v_t``: ``c_t = tau * g_h[t+1]`` for ``t < T-1`` and ``c_{T-1} = g_v`` (the final potential's
+gradient; zero when it is not returned or not used). The reset ``v_t = R(h_t, s_t)`` has partial
+derivatives ``dR/dh`` (hard: ``1 - s_t``; soft: ``1``) and ``dR/ds`` (hard: ``v_reset - h_t``;
+soft: ``-thresh``; **zero when detach_reset**: the reset then treats ``s_t`` as a constant). So::
+
+    dL/ds_t = g_s[t] + c_t * dR/ds                      spike output + the reset's use of s_t
+    g_h[t]  = c_t * dR/dh + dL/ds_t * sg(z_t)
+    g_x[t]  = g_h[t]                     c_{t-1} = tau * g_h[t]          g_v0 = tau * g_h[0]
+    g_tau   = sum_{b,t} g_h[t] * v_{t-1}                               (v_{-1} = v0)
+    g_thresh= sum_{b,t} -dL/ds_t * sg(z_t)  [- c_t * s_t  for reset="soft"]
+
+For the defaults (hard reset to 0, not detached) this is
+``g_h[t] = c_t * (1 - s_t) + (g_s[t] - c_t * h_t) * sg(z_t)``: the ``-c_t * h_t * sg`` term is the
+gradient through the reset (a neuron that spikes loses ``h_t`` of potential). The backward needs
+``h_t`` only: ``s_t`` and ``v_t`` are recomputed from it exactly, so every fused implementation
+saves ``h`` (4 B fp32, 2 B 16-bit per neuron-step) and nothing else. The sums for ``tau`` and
+``thresh`` run over batch and time (and over the neuron dimensions the parameter is broadcast
+along); an implementation computes them inside its backward, deterministically.
+
+Implementations evaluate each expression in the grouping written here, because that is the order
+reference autograd rounds in; for the defaults the fp32 gradients are then equal to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+DEFAULT_TAU = 0.5
+DEFAULT_THRESH = 1.0
+DEFAULT_GAMMA = 1.0  # the triangle surrogate's alpha, called gamma in the seed
+
+RESETS = ("hard", "soft")
+# name -> (default alpha, integer id used by the Triton kernel's constexpr switch)
+SURROGATES = {"triangle": (1.0, 0), "sigmoid": (4.0, 1), "atan": (2.0, 2), "rectangle": (1.0, 3)}
+TIME_DIMS = (0, 1)
+
+
+@dataclass(frozen=True)
+class LIFSpec:
+    """The static options of a LIF layer (hashable: one compiled kernel variant per spec).
+
+    ``tau`` and ``thresh`` are not here: they may be tensors (per-neuron, learnable) and are passed
+    beside the spec. ``alpha=None`` means the surrogate's default (``SURROGATES``).
+    """
+
+    reset: str = "hard"
+    v_reset: float = 0.0
+    detach_reset: bool = False
+    surrogate: str = "triangle"
+    alpha: float | None = None
+
+    def __post_init__(self):
+        if self.reset not in RESETS:
+            raise ValueError(f"reset must be one of {', '.join(map(repr, RESETS))}, got {self.reset!r}")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {self.surrogate!r}")
+        _check_finite("v_reset", self.v_reset)
+        if self.reset == "soft" and self.v_reset != 0.0:
+            raise ValueError("v_reset applies to reset='hard' only; a soft reset subtracts the threshold")
+        if not isinstance(self.detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {type(self.detach_reset).__name__}")
+        if self.alpha is not None:
+            _check_finite("alpha", self.alpha)
+            if self.alpha <= 0:
+                raise ValueError(f"alpha must be > 0 (the surrogate's width/sharpness), got {self.alpha}")
+        object.__setattr__(self, "v_reset", float(self.v_reset))
+        object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
+
+    @property
+    def surrogate_alpha(self) -> float:
+        """``alpha`` with the surrogate's default filled in."""
+        return SURROGATES[self.surrogate][0] if self.alpha is None else self.alpha
+
+    @property
+    def surrogate_id(self) -> int:
+        return SURROGATES[self.surrogate][1]
+
+    @property
+    def is_seed(self) -> bool:
+        """True for the seed's neuron (hard reset to 0, not detached, triangle surrogate)."""
+        return self.reset == "hard" and self.v_reset == 0.0 and not self.detach_reset and self.surrogate == "triangle"
+
+
+def _check_finite(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def surrogate_gradient(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
+    """``sg(z)``, the surrogate of ``ds/dh`` at ``z = h - thresh``, in ``z``'s dtype.
+
+    Written once, in the operation order of SpikingJelly's surrogates and of the seed (triangle:
+    ``clamp(alpha - |z|, min=0) * (1 / alpha / alpha)``); the reference and the torch backend both
+    call it, so their surrogates round identically. The Triton kernel mirrors it op for op.
+    """
+    alpha = spec.surrogate_alpha
+    if spec.surrogate == "triangle":
+        return (alpha - z.abs()).clamp(min=0) * (1.0 / alpha / alpha)
+    if spec.surrogate == "sigmoid":
+        sig = torch.sigmoid(z * alpha)
+        return (1.0 - sig) * sig * alpha
+    if spec.surrogate == "atan":
+        return (alpha / 2) / (1 + (z * (math.pi / 2 * alpha)).square())
+    # rectangle
+    return (z.abs() < 0.5 / alpha).to(z.dtype) * alpha
+
+
+class LIFOutput(NamedTuple):
+    """What a LIF call returns when ``return_v`` or ``return_h`` is set (unrequested fields are None)."""
+
+    spikes: torch.Tensor
+    v: torch.Tensor | None  # final potential v_{T-1}, shape of one step
+    h: torch.Tensor | None  # pre-reset potentials, shape and layout of the input
+
+
+def neuron_shape_param(value, name: str, x: torch.Tensor):
+    """``tau``/``thresh`` as a float, or as a tensor broadcastable over ``x``'s neuron dims.
+
+    A tensor is returned as is (its gradient is the implementation's business); the check is that
+    ``value.expand(x.shape[2:])`` works, so ``[N]``, ``[C, 1, 1]`` and scalars all do.
+    """
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor, got {value.dtype}")
+        neuron_dims = tuple(x.shape[2:])
+        if value.dim() > len(neuron_dims) or torch.broadcast_shapes(value.shape, neuron_dims) != neuron_dims:
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast over the neuron dimensions {neuron_dims} "
+                "(it is per neuron: shared over batch and time)"
+            )
+        if value.device != x.device:
+            raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+        return value
+    _check_finite(name, value)
+    return float(value)
+
+
+def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An output buffer for ``x [B, T, ...]``: contiguous, or ``[T, B, ...]`` storage seen as ``[B, T, ...]``.
+
+    For ``time_dim=0`` callers the outputs are then contiguous in the caller's own layout.
+    """
+    dtype = x.dtype if dtype is None else dtype
+    if time_major:
+        return torch.empty((x.shape[1], x.shape[0], *x.shape[2:]), dtype=dtype, device=x.device).transpose(0, 1)
+    return torch.empty(x.shape, dtype=dtype, device=x.device)
+
+
+def make_lif_function(core, name: str):
+    """The public signature every backend shares, around ``core``.
+
+    ``core(x, tau, thresh, spec, v0, return_v, return_h, time_major) -> (spikes, v, h)`` sees ``x``
+    as ``[B, T, ...]`` (time on dim 1, any strides), ``tau``/``thresh`` as floats or tensors
+    broadcastable over ``x.shape[2:]``, and ``v0`` as None or a tensor of one step's shape
+    ``[B, ...]`` (possibly a broadcast view). It returns None for what was not asked.
+    """
+
+    def lif(
+        x: torch.Tensor,
+        tau=DEFAULT_TAU,
+        thresh=DEFAULT_THRESH,
+        gamma: float | None = None,
+        *,
+        reset: str = "hard",
+        v_reset: float = 0.0,
+        detach_reset: bool = False,
+        surrogate: str = "triangle",
+        alpha: float | None = None,
+        spec: LIFSpec | None = None,
+        time_dim: int = 1,
+        v0: torch.Tensor | None = None,
+        return_v: bool = False,
+        return_h: bool = False,
+    ):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected x to be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(f"{name}: expected a tensor of shape [B, T, ...], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor of shape [B, T, ...], got {str(x.dtype).replace('torch.', '')}")
+        if time_dim not in TIME_DIMS:
+            raise ValueError(f"{name}: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
+        try:
+            if gamma is not None:
+                if alpha is not None:
+                    raise ValueError("give the surrogate's parameter once: gamma is the seed's name for alpha")
+                alpha = gamma
+            if spec is None:
+                spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha)
+            elif alpha is not None or (reset, v_reset, detach_reset, surrogate) != ("hard", 0.0, False, "triangle"):
+                raise ValueError("pass the options either as spec= or as keywords, not both")
+            x_bt = x.transpose(0, 1) if time_dim == 0 else x
+            tau = neuron_shape_param(tau, "tau", x_bt)
+            thresh = neuron_shape_param(thresh, "thresh", x_bt)
+            if v0 is not None:
+                step_shape = (x_bt.shape[0], *x_bt.shape[2:])
+                if not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
+                    raise TypeError(f"v0 must be a float tensor of one step's shape {step_shape}")
+                try:
+                    v0 = v0.expand(step_shape)
+                except RuntimeError:
+                    raise ValueError(f"v0 of shape {tuple(v0.shape)} does not broadcast to one step's shape {step_shape}") from None
+                if v0.device != x.device:
+                    raise ValueError(f"v0 is on {v0.device} but the input is on {x.device}")
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
+        if time_dim == 0:
+            spikes = spikes.transpose(0, 1)
+            h = None if h is None else h.transpose(0, 1)
+        if return_v or return_h:
+            return LIFOutput(spikes, v, h)
+        return spikes
+
+    lif.__name__ = lif.__qualname__ = name
+    lif.__doc__ = (
+        f"""Spikes of a LIF layer driven by ``x`` (``[B, T, ...]``, or ``[T, B, ...]`` with ``time_dim=0``).
+
+        ``{name}`` implements the neuron specified in :mod:`snn.neuron` (read it for the math).
+        ``tau``/``thresh``: numbers, or tensors broadcastable over the neuron dims (learnable when they
+        require grad). ``gamma`` is the seed's name for the triangle surrogate's ``alpha``. Options:
+        ``reset`` ("hard"/"soft"), ``v_reset``, ``detach_reset``, ``surrogate``
+        ("triangle"/"sigmoid"/"atan"/"rectangle"), ``alpha``; or all of them as ``spec=LIFSpec(...)``.
+        ``v0``: initial potential (one step's shape). Returns the spikes, or ``LIFOutput(spikes, v, h)``
+        when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set.
+        """
+    )
+    return lif

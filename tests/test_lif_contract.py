@@ -1,0 +1,215 @@
+"""The contract every LIF backend keeps, for every option of the neuron (snn/neuron.py).
+
+One test, parametrised over backend x option combination x dtype x layout x parameter kind, against
+autograd of the reference loop (snn/lif.py):
+
+* spikes identical: to the reference in the input dtype for backends that compute in that dtype,
+  to the fp32 reference on the same (rounded) input for backends that accumulate in fp32;
+* fp32 gradients (input, and tau / thresh / v0 where they require grad) equal within 1e-5
+  relative (atol 1e-5 of the largest element: tau and thresh gradients are sums over batch and time,
+  reduced in another order than autograd's);
+* 16-bit gradients no further from the fp32 reference than twice the 16-bit reference's own error
+  (plus 2 ulps of the gradient's scale), the flash-attention rule.
+
+Plus chunked-vs-whole-sequence identity (v0 / return_v) and the h output. A new backend is a
+registry entry (snn/backends.py); a new option is a row in SPECS. Kernel-only tests (rounding,
+offsets, compiled code) stay beside the kernel (tests/test_kernel_*.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+
+import pytest
+import torch
+
+from snn.backends import BACKENDS, REGISTRY, features_used, get_lif_function
+from snn.lif import lif_reference
+from snn.neuron import LIFOutput, LIFSpec
+
+UNDER_TEST = [name for name in BACKENDS if name != "reference"]
+SPECS = [
+    LIFSpec(reset, v_reset, detach, surrogate)
+    for (reset, v_reset), detach, surrogate in itertools.product(
+        [("hard", 0.0), ("hard", -0.25), ("soft", 0.0)], [False, True], ["triangle", "sigmoid", "atan", "rectangle"]
+    )
+]
+SPEC_IDS = [f"{s.reset}{'' if s.v_reset == 0 else s.v_reset}-{'detach' if s.detach_reset else 'attach'}-{s.surrogate}" for s in SPECS]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LAYOUTS = ["contiguous", "time_major", "stride0", "strided"]
+KINDS = ["numbers", "learnable", "stateful"]
+B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (see small_blocks)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """The Triton kernel's tiles shrunk so that the shapes here cross their edges (and poisoned outputs)."""
+    if "triton" in UNDER_TEST:
+        import kernels.lif as L
+
+        monkeypatch.setattr(L, "MAX_BLOCK_N", 64)
+        monkeypatch.setattr(L, "TILE_NEURONS", 128)
+        monkeypatch.setattr(L, "POISON_OUTPUTS", True)
+
+
+def require(backend: str, features) -> None:
+    """Skip, naming them, the options the registry says ``backend`` does not implement."""
+    missing = sorted(set(features) - REGISTRY[backend].features)
+    if missing:
+        pytest.skip(f"{backend} does not implement {', '.join(missing)} (snn/backends.py)")
+
+
+def accumulates_in_fp32(backend: str) -> bool:
+    return REGISTRY[backend].accumulates_in_fp32
+
+
+def make_case(layout: str, kind: str, seed: int):
+    """Leaf tensors (fp64, to be cast) and a builder ``x = build(leaf)`` with the time layout it implies."""
+    gen = torch.Generator().manual_seed(seed)
+    thresh = 0.6 + 0.8 * torch.rand((), generator=gen, dtype=torch.float64).item()
+    tau = 0.3 + 0.65 * torch.rand((), generator=gen, dtype=torch.float64).item()
+
+    def near(shape):  # potentials hover around the threshold: every surrogate window is visited
+        return thresh * (0.15 + torch.rand(shape, generator=gen, dtype=torch.float64))
+
+    if layout == "stride0":
+        leaf = near((B, *TRAIL))
+        build, time_dim = (lambda t: t.unsqueeze(1).expand(B, T, *TRAIL)), 1
+    elif layout == "time_major":
+        leaf = near((T, B, *TRAIL))
+        build, time_dim = (lambda t: t), 0
+    elif layout == "strided":  # every other neuron, and batch after time in memory: no dim contiguous
+        leaf = near((T, B, *TRAIL[:-1], 2 * TRAIL[-1]))
+        build, time_dim = (lambda t: t.transpose(0, 1)[..., ::2]), 1
+    else:
+        leaf = near((B, T, *TRAIL))
+        build, time_dim = (lambda t: t), 1
+    params = {}
+    if kind == "learnable":  # per-neuron tau [N-dims] and per-channel thresh [C, 1]
+        params["tau"] = tau * (0.8 + 0.4 * torch.rand(TRAIL, generator=gen, dtype=torch.float64))
+        params["thresh"] = thresh * (0.8 + 0.4 * torch.rand((TRAIL[0], 1), generator=gen, dtype=torch.float64))
+    else:
+        params["tau"], params["thresh"] = tau, thresh
+    if kind == "stateful":
+        params["v0"] = thresh * torch.rand((B, *TRAIL), generator=gen, dtype=torch.float64)
+    out_shape = (T, B, *TRAIL) if time_dim == 0 else (B, T, *TRAIL)
+    grad_s = torch.randn(out_shape, generator=gen, dtype=torch.float64)
+    grad_v = torch.randn((B, *TRAIL), generator=gen, dtype=torch.float64)
+    return leaf, build, time_dim, params, grad_s, grad_v
+
+
+def run(fn, case, spec, dtype):
+    """Spikes and the gradients of every leaf that requires one, in ``dtype``."""
+    leaf, build, time_dim, params, grad_s, grad_v = case
+    leaves = {"x": leaf.to(dtype).requires_grad_()}
+    kwargs = {}
+    for name in ("tau", "thresh", "v0"):
+        value = params.get(name)
+        if isinstance(value, torch.Tensor):
+            # tensor parameters stay fp32 under 16-bit inputs, as an nn.Parameter of a bf16 model would not;
+            # the dtype of the leaf is what the caller owns, so give them the input dtype too
+            leaves[name] = value.to(dtype).requires_grad_()
+            kwargs[name] = leaves[name]
+        elif value is not None:
+            kwargs[name] = value
+    stateful = "v0" in kwargs
+    out = fn(build(leaves["x"]), kwargs["tau"], kwargs["thresh"], spec=spec, time_dim=time_dim,
+             v0=kwargs.get("v0"), return_v=stateful)
+    spikes = out.spikes if stateful else out
+    loss = (spikes * grad_s.to(dtype)).sum()
+    if stateful:
+        loss = loss + (out.v * grad_v.to(out.v.dtype)).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return spikes.detach(), dict(zip(leaves, grads))
+
+
+def assert_close_to_reference(name, got, ref32, ref_lp, dtype, label):
+    assert got.dtype == ref_lp.dtype and got.shape == ref32.shape, f"{label}: {name} {got.dtype} {tuple(got.shape)}"
+    assert torch.equal(got.isnan(), ref32.isnan()), f"{label}: NaN positions of d/d{name} differ"
+    finite = ref32.isfinite()
+    scale = ref32[finite].abs().max().item() if finite.any() else 0.0
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, ref32, rtol=1e-5, atol=1e-5 * scale, equal_nan=True,
+                                   msg=lambda m: f"{label}: d/d{name}: {m}")
+        return
+    err = (got.float() - ref32).abs()[finite]
+    err_lp = (ref_lp.float() - ref32).abs().nan_to_num(math.inf, math.inf)[finite]
+    bad = err > 2 * err_lp + 2 * torch.finfo(dtype).eps * scale
+    assert not bad.any(), (
+        f"{label}: d/d{name}: {bad.sum().item()} of {bad.numel()} elements worse than 2x the {dtype} reference's "
+        f"own error (max error {err.max().item():.3g} vs {err_lp.max().item():.3g})"
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("backend", UNDER_TEST)
+def test_backend_keeps_the_contract(backend, spec, dtype, layout, kind):
+    label = f"{backend} {spec} {dtype} {layout} {kind}"
+    case = make_case(layout, kind, zlib.crc32(label.encode()))
+    require(backend, features_used(spec, tensor_params=kind == "learnable", v0=kind == "stateful",
+                                   return_v=kind == "stateful", time_dim=case[2]))
+    fn = get_lif_function(backend)
+    spikes, grads = run(fn, case, spec, dtype)
+    ref_dtype = torch.float32 if accumulates_in_fp32(backend) else dtype
+    # the fp32 reference sees exactly the rounded values the backend saw
+    rounded = (case[0].to(dtype).double(), *case[1:3],
+               {k: (v.to(dtype).double() if isinstance(v, torch.Tensor) else v) for k, v in case[3].items()}, *case[4:])
+    ref_spikes, _ = run(lif_reference, rounded, spec, ref_dtype)
+    ref32_spikes, ref32 = run(lif_reference, rounded, spec, torch.float32)
+    assert spikes.dtype == dtype and spikes.shape == ref_spikes.shape
+    assert torch.equal(spikes.to(ref_dtype), ref_spikes), (
+        f"{label}: spikes differ from the reference at {(spikes.to(ref_dtype) != ref_spikes).sum().item()} positions"
+    )
+    assert ref32_spikes.float().mean() > 0.02, f"{label}: the case must actually spike"
+    _, ref_lp = run(lif_reference, rounded, spec, dtype) if dtype != torch.float32 else (None, ref32)
+    for name, grad in grads.items():
+        assert_close_to_reference(name, grad, ref32[name], ref_lp[name], dtype, label)
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("spec", SPECS[::5], ids=SPEC_IDS[::5])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunks_equal_one_call_over_the_whole_sequence(backend, spec, dtype):
+    """Feeding each chunk's final potential as the next chunk's v0 is the same as one call."""
+    require(backend, features_used(spec, tensor_params=True, v0=True, return_v=True))
+    gen = torch.Generator().manual_seed(5)
+    x = (0.2 + 1.1 * torch.rand(B, 9, *TRAIL, generator=gen)).to(dtype).requires_grad_()
+    tau = torch.full(TRAIL, 0.7, requires_grad=True)
+    fn = get_lif_function(backend)
+    whole = fn(x, tau, 1.0, spec=spec, return_v=True)
+    v, pieces = None, []
+    for chunk in x.split([4, 1, 4], dim=1):
+        out = fn(chunk, tau, 1.0, spec=spec, v0=v, return_v=True)
+        pieces.append(out.spikes)
+        v = out.v
+    assert torch.equal(torch.cat(pieces, dim=1), whole.spikes), "chunked spikes differ"
+    assert torch.equal(v, whole.v), "chunked final potential differs"
+    g = torch.randn(whole.spikes.shape, generator=gen).to(dtype)
+    grads_whole = torch.autograd.grad((whole.spikes * g).sum() + whole.v.sum(), [x, tau])
+    grads_chunks = torch.autograd.grad((torch.cat(pieces, dim=1) * g).sum() + v.sum(), [x, tau])
+    for a, b, name in zip(grads_chunks, grads_whole, ("x", "tau")):
+        # the same terms, summed by autograd in another order: fp32 to 1e-5, 16-bit to a few ulps of the scale
+        scale = b.abs().max().item()
+        tol = dict(rtol=1e-5, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=0, atol=8 * torch.finfo(dtype).eps * scale)
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"d/d{name}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_h_output_is_the_pre_reset_potential(backend):
+    require(backend, {"return_h", "time_dim=0", "reset='soft'"})
+    gen = torch.Generator().manual_seed(3)
+    x = 0.2 + 1.2 * torch.rand(T, B, 37, generator=gen)
+    out = get_lif_function(backend)(x, 0.6, 1.0, reset="soft", time_dim=0, return_h=True)
+    assert isinstance(out, LIFOutput) and out.v is None and out.h.shape == x.shape
+    h, v = [], torch.zeros(B, 37)
+    for x_t in x:
+        h_t = v * 0.6 + x_t
+        h.append(h_t)
+        v = h_t - 1.0 * (h_t > 1.0).float()
+    assert torch.equal(out.h, torch.stack(h)) and torch.equal(out.spikes, (torch.stack(h) > 1.0).float())
+    assert get_lif_function(backend)(x, time_dim=0).shape == x.shape  # plain call: just the spikes
