@@ -1,7 +1,7 @@
 """The LIF layer for your own networks, and time-distributed helpers for ``[B, T, ...]`` tensors.
 
 Three thin layers, one job each: the implementations (``snn.lif`` reference, ``snn.lif_torch``,
-``kernels.lif``) compute; :func:`lif` is the functional form that picks one by ``backend=``;
+``kernels.lif``) compute; :func:`lif_spike` is the functional form that picks one by ``backend=``;
 :class:`LIFSpike` is the ``nn.Module`` that holds the options and (optionally learnable) parameters.
 The neuron and every option are specified in :mod:`snn.neuron`.
 """
@@ -15,7 +15,7 @@ from snn.backends import check_supported, features_used, get_lif_function
 from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
 
 
-def lif(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | None = None, *, backend: str = "torch",
+def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | None = None, *, backend: str = "torch",
         reset: str = "hard", v_reset: float = 0.0, detach_reset: bool = False, surrogate: str = "triangle",
         alpha: float | None = None, spec: LIFSpec | None = None, time_dim: int = 1, v0: torch.Tensor | None = None,
         return_v: bool = False, return_h: bool = False):
@@ -27,7 +27,7 @@ def lif(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | 
     """
     if spec is None:
         if gamma is not None and alpha is not None:
-            raise ValueError("lif: give the surrogate's parameter once: gamma is the seed's name for alpha")
+            raise ValueError("lif_spike: give the surrogate's parameter once: gamma is the seed's name for alpha")
         spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha if gamma is None else gamma)
     tensor_params = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
     check_supported(backend, features_used(spec, tensor_params=tensor_params, v0=v0 is not None,
