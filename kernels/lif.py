@@ -405,12 +405,33 @@ def _log_interpreter_notice() -> None:
 LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 
 
-def _launch(kernel, B: int, N: int, args, **constexprs) -> None:
-    """Launch ``kernel`` over the tiles of a ``[B, N]`` neuron plane (see :func:`_block_config`)."""
-    _log_interpreter_notice()
+def _launch_config(B: int, N: int, constexprs: dict) -> tuple[tuple[int], dict]:
+    """(grid, keyword arguments) of a launch over the tiles of a ``[B, N]`` neuron plane.
+
+    Shared with ``benchmarks/static_sm90.py``, which compiles exactly these launches for sm_90.
+    """
     block_b, block_n, num_warps = _block_config(B, N)
     grid = (triton.cdiv(B, block_b) * triton.cdiv(N, block_n),)
-    kernel[grid](*args, BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
+    return grid, dict(BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
+
+
+def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau: float, thresh: float, save_h: bool):
+    """(kernel, positional args, constexprs) of the forward launch for [B, T, N] views."""
+    args = (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh)
+    return _lif_fwd_kernel, args, dict(SAVE_H=save_h)
+
+
+def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau: float, thresh: float, gamma: float):
+    """(kernel, positional args, constexprs) of the backward launch for [B, T, N] views."""
+    args = (gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(), tau, thresh, gamma, 1.0 / gamma / gamma)
+    return _lif_bwd_kernel, args, {}
+
+
+def _launch(kernel, B: int, N: int, args, constexprs: dict) -> None:
+    """Launch ``kernel`` over the tiles of a ``[B, N]`` neuron plane (see :func:`_block_config`)."""
+    _log_interpreter_notice()
+    grid, kwargs = _launch_config(B, N, constexprs)
+    kernel[grid](*args, **kwargs)
 
 
 def lif_forward(
@@ -448,13 +469,8 @@ def lif_forward(
         h3 = s3  # placeholder pointer, never written (SAVE_H=False)
 
     x3 = _as_3d(x, B, T, N)
-    _launch(
-        _lif_fwd_kernel,
-        B,
-        N,
-        (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh),
-        SAVE_H=save_h,
-    )
+    kernel, args, constexprs = _fwd_launch(x3, s3, h3, B, T, N, tau, thresh, save_h)
+    _launch(kernel, B, N, args, constexprs)
     return spikes, h
 
 
@@ -490,15 +506,8 @@ def lif_backward(
 
     gs3 = _as_3d(grad_spikes, B, T, N)
     h3 = _as_3d(h, B, T, N)
-    _launch(
-        _lif_bwd_kernel,
-        B,
-        N,
-        (
-            gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
-            tau, thresh, gamma, 1.0 / gamma / gamma,
-        ),
-    )
+    kernel, args, constexprs = _bwd_launch(gs3, h3, gx3, B, T, N, tau, thresh, gamma)
+    _launch(kernel, B, N, args, constexprs)
     return grad_x
 
 
