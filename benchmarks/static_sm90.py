@@ -146,7 +146,7 @@ def _launch_of(cfg: Config):
     return kernel, args, kwargs
 
 
-def compile_config(cfg: Config, keep_asm: bool = False) -> dict:
+def compile_config(cfg: Config, keep_asm: bool = False, fp_fusion: bool | None = None) -> dict:
     """Compile one configuration for sm_90 through the launch binder; return its metrics."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -154,6 +154,8 @@ def compile_config(cfg: Config, keep_asm: bool = False) -> dict:
     from triton.runtime.jit import JITFunction, create_function_from_signature
 
     kernel, args, kwargs = _launch_of(cfg)
+    if fp_fusion is not None:  # only to prove the FMA check can fail
+        kwargs["enable_fp_fusion"] = fp_fusion
     if not isinstance(kernel, JITFunction):
         raise RuntimeError("kernels.lif was decorated for the interpreter; use analyse(), which compiles in a child process")
     target = GPUTarget("cuda", 90, 32)
@@ -305,17 +307,18 @@ def _analyse_binary(ptx: str, cubin: bytes, elems: int, num_warps: int) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def analyse(configs: list[Config] | None = None) -> list[dict]:
+def analyse(configs: list[Config] | None = None, fp_fusion: bool | None = None) -> list[dict]:
     """Records for ``configs`` (default: DEFAULT_CONFIGS), compiled in a child process if needed."""
     configs = DEFAULT_CONFIGS if configs is None else configs
     import kernels.lif as L
 
     if not L.INTERPRETED:
-        return [compile_config(c) for c in configs]
+        return [compile_config(c, fp_fusion=fp_fusion) for c in configs]
     env = dict(os.environ, TRITON_INTERPRET="0")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.static_sm90", "--json", *[c.name for c in configs]],
+        [sys.executable, "-m", "benchmarks.static_sm90", "--json", *[c.name for c in configs]]
+        + (["--fp-fusion"] if fp_fusion else []),
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=900,
     )
     if proc.returncode != 0:
@@ -350,6 +353,7 @@ def main(argv=None) -> int:
     ap.add_argument("names", nargs="*", help="configuration names (default: the default set)")
     ap.add_argument("--json", action="store_true", help="print the records as JSON")
     ap.add_argument("--all", action="store_true", help="also the extra sweep")
+    ap.add_argument("--fp-fusion", action="store_true", help="compile with FMA contraction allowed (a check of the check)")
     ap.add_argument("--asm", metavar="NAME", help="print the PTX and SASS of one configuration")
     a = ap.parse_args(argv)
     if a.asm:
@@ -360,7 +364,7 @@ def main(argv=None) -> int:
         print(json.dumps(r, indent=1))
         return 0
     configs = [BY_NAME[n] for n in a.names] if a.names else (ALL_CONFIGS if a.all else DEFAULT_CONFIGS)
-    records = analyse(configs)
+    records = analyse(configs, fp_fusion=True if a.fp_fusion else None)
     print(json.dumps(records) if a.json else markdown(records))
     return 0
 
