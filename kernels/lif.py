@@ -77,6 +77,13 @@ imported before the interpreter was chosen). The interpreter truncates fp32 -> b
 bf16 is converted by hand with the bit-exact round-to-nearest-even that PyTorch and
 ``cvt.rn.bf16.f32`` use.
 
+Compiled code (checked without a GPU by ``tests/test_static_sm90.py``, report in
+``benchmarks/RESULTS.md``): each step's loads are issued before the previous step's stores (both
+kernels), a stride-0 time input is loaded once per tile (``X_BCAST``, decided by the launcher), and
+compiled launches convert with the hardware's ``cvt.rn`` (``HW_CVT``; the interpreter keeps the
+hand-written exact path). Contiguous, 16-byte-aligned tensors with N % 16 == 0 get 128-bit accesses;
+other N or an offset view fall back to scalar accesses on that tensor (about 2x the instructions).
+
 Limits: float16, bfloat16 and float32 inputs (float64 is rejected: the kernel computes in fp32);
 ``tau``, ``thresh`` and ``gamma`` are Python numbers (no gradient to them); no double backward.
 """
