@@ -172,11 +172,37 @@ def plan_rounds(call: Callable[[], None], budget: TimingBudget, warm_calls: int 
     return int(min(budget.max_rounds, max(budget.min_rounds, math.ceil(budget.seconds / seconds))))
 
 
-def run_benchmark(benchmark, call: Callable[[], None], budget: TimingBudget, warm_calls: int = 1) -> dict | None:
+# Bytes written between timed GPU calls to evict the previous call's data from L2 (as
+# triton.testing.do_bench does with 256 MB): the H200 has 50 MB of L2 and the MNIST shapes
+# (B=1024: 12.6 MB per fwd+bwd in fp32) fit in it, so without a flush the GB/s can exceed DRAM speed.
+L2_FLUSH_BYTES = 256 * 2**20
+
+
+def l2_flush(device: torch.device) -> Callable[[], None] | None:
+    """A setup function that overwrites ``L2_FLUSH_BYTES`` and waits for it (CUDA only, else None).
+
+    Passed to pytest-benchmark's ``pedantic(setup=...)``, which runs it before every round
+    outside the timed region: each timed call starts with a cold L2, as on a real training step
+    whose previous kernels touched other tensors."""
+    if device.type != "cuda":
+        return None
+    buf = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
+
+    def setup() -> None:
+        buf.zero_()
+        torch.cuda.synchronize(device)
+
+    return setup
+
+
+def run_benchmark(
+    benchmark, call: Callable[[], None], budget: TimingBudget, warm_calls: int = 1, setup: Callable[[], None] | None = None
+) -> dict | None:
     """Time ``call`` with pytest-benchmark and return its statistics in seconds (None when
-    benchmarking is disabled, e.g. ``--benchmark-disable``)."""
+    benchmarking is disabled, e.g. ``--benchmark-disable``). ``setup`` (e.g. :func:`l2_flush`)
+    runs before every round, untimed."""
     rounds = plan_rounds(call, budget, warm_calls)
-    benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
+    benchmark.pedantic(call, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
     return stats_of(benchmark)
 
 

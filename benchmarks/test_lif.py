@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.common import GIB, run_benchmark, synchronized
+from benchmarks.common import GIB, l2_flush, run_benchmark, synchronized
 
 # 1 GiB copied on a GPU (far beyond any cache); 256 MiB on CPU (beyond its last-level cache).
 COPY_BYTES = {"cuda": 1 * GIB, "cpu": 256 * 1024**2}
@@ -26,7 +26,9 @@ def test_copy_bandwidth(benchmark, bench_device, bench_budget, collector):
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=bench_device).uniform_()
     dst = torch.empty_like(src)
     benchmark.group = "copy"
-    stats = run_benchmark(benchmark, synchronized(lambda: dst.copy_(src), bench_device), bench_budget, warm_calls=2)
+    stats = run_benchmark(
+        benchmark, synchronized(lambda: dst.copy_(src), bench_device), bench_budget, warm_calls=2, setup=l2_flush(bench_device)
+    )
     if stats is None:
         return
     gbps = 2 * nbytes / stats["median"] / 1e9
@@ -62,7 +64,7 @@ def _timed(benchmark, lif_store, lif_case, contender, bench_device, bench_budget
     runner = lif_store.require_checked(contender)
     fn = runner.forward if mode == "fwd" else runner.forward_backward
     benchmark.group = f"lif-{mode}-{lif_case.id}"
-    stats = run_benchmark(benchmark, synchronized(fn, bench_device), bench_budget)
+    stats = run_benchmark(benchmark, synchronized(fn, bench_device), bench_budget, setup=l2_flush(bench_device))
     if stats is None:
         return
     nbytes = lif_case.min_bytes(mode)

@@ -77,6 +77,13 @@ imported before the interpreter was chosen). The interpreter truncates fp32 -> b
 bf16 is converted by hand with the bit-exact round-to-nearest-even that PyTorch and
 ``cvt.rn.bf16.f32`` use.
 
+Compiled code (checked without a GPU by ``tests/test_static_sm90.py``, report in
+``benchmarks/RESULTS.md``): each step's loads are issued before the previous step's stores (both
+kernels), a stride-0 time input is loaded once per tile (``X_BCAST``, decided by the launcher), and
+compiled launches convert with the hardware's ``cvt.rn`` (``HW_CVT``; the interpreter keeps the
+hand-written exact path). Contiguous, 16-byte-aligned tensors with N % 16 == 0 get 128-bit accesses;
+other N or an offset view fall back to scalar accesses on that tensor (about 2x the instructions).
+
 Limits: float16, bfloat16 and float32 inputs (float64 is rejected: the kernel computes in fp32);
 ``tau``, ``thresh`` and ``gamma`` are Python numbers (no gradient to them); no double backward.
 """
@@ -147,9 +154,12 @@ def _to_fp32(x):
 
 
 @triton.jit
-def _from_fp32(x, DTYPE: tl.constexpr):
-    """Round fp32 to DTYPE to nearest even; bf16 by hand because the interpreter truncates."""
-    if DTYPE == tl.bfloat16:
+def _from_fp32(x, DTYPE: tl.constexpr, HW_CVT: tl.constexpr):
+    """Round fp32 to DTYPE to nearest even: the hardware's ``cvt.rn`` when HW_CVT (compiled GPU
+    code; a NaN becomes the canonical 0x7FFF), else bf16 by hand because the interpreter truncates."""
+    if HW_CVT:
+        return x.to(DTYPE)
+    elif DTYPE == tl.bfloat16:
         u = x.to(tl.uint32, bitcast=True)
         u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
         u = tl.where(x != x, 0x7FC0, u)  # NaN stays a (quiet) NaN
@@ -159,30 +169,54 @@ def _from_fp32(x, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _round_to_side(h, spike, thresh, DTYPE: tl.constexpr):
-    """Round fp32 ``h`` to 16-bit DTYPE, nudged one ulp so that ``(q - thresh > 0) == spike``.
+def _round_to_side(h, spike, bounds, DTYPE: tl.constexpr, HW_CVT: tl.constexpr):
+    """Round fp32 ``h`` to 16-bit DTYPE on the forward's side of the threshold, saturating.
 
-    Works on the sign-magnitude bit pattern as an integer. A finite ``h`` beyond the 16-bit range
-    is saved as the largest finite value of its sign (not inf), so ``c * h`` stays finite.
+    ``bounds = (lo_fire, hi_fire, lo_rest, hi_rest)``, fp32 values of DTYPE from
+    :func:`_side_bounds`: the saved value is the nearest DTYPE value to ``h`` clamped to
+    ``[lo_fire, hi_fire]`` for a spike and to ``[lo_rest, hi_rest]`` otherwise. ``lo_fire`` is the
+    smallest DTYPE value above thresh and ``hi_rest`` the largest at or below it: only an ``h``
+    between those two can round across thresh, and there the bound on its side is the answer (the
+    one-ulp nudge). The other two bounds are +-big (the largest finite DTYPE value), so a finite
+    ``h`` saturates instead of rounding to inf; an infinite or NaN ``h`` passes through. A select
+    of the bounds, a max, a min and a select of ``h``: bit-identical (NaN: a NaN) to the rule it
+    replaced (round to nearest, saturate, then nudge one ulp toward the right side), which
+    ``benchmarks/prove_round_to_side.py`` checks over all 2**32 fp32 values.
+
+    ``HW_CVT`` (compiled GPU code): the final, exact conversion is the hardware's ``cvt.rn``;
+    otherwise bf16 is rounded by hand, because the interpreter truncates fp32 -> bf16.
     """
-    q = _from_fp32(h, DTYPE)
-    bits = q.to(tl.int16, bitcast=True).to(tl.int32)
-    overflow = (tl.abs(_to_fp32(q)) == float("inf")) & (tl.abs(h) < float("inf"))
-    bits = tl.where(overflow, bits - 1, bits)  # +-inf -> +-max finite: one step toward zero either sign
-    qf = _to_fp32(bits.to(tl.int16).to(DTYPE, bitcast=True))
-    wrong_side = ((qf - thresh) > 0) != (spike > 0)
-    mag = tl.where(qf == 0, 0, bits)  # -0 -> +0 so that both zeros step the same way
-    # Sign-magnitude: for q >= 0 the next value up is bits + 1; for q < 0 (negative int16) it is bits - 1.
-    up = tl.where(mag >= 0, mag + 1, mag - 1)
-    # Next value down: positive -> bits - 1, zero -> smallest negative subnormal (0x8001), negative -> bits + 1.
-    down = tl.where(mag > 0, mag - 1, tl.where(mag == 0, -32767, mag + 1))
-    bits = tl.where(wrong_side, tl.where(spike > 0, up, down), bits)
-    return bits.to(tl.int16).to(DTYPE, bitcast=True)
+    lo_fire, hi_fire, lo_rest, hi_rest = bounds
+    fired = spike > 0
+    hc = tl.minimum(tl.maximum(h, tl.where(fired, lo_fire, lo_rest)), tl.where(fired, hi_fire, hi_rest))
+    hc = tl.where(tl.abs(h) < float("inf"), hc, h)  # +-inf and NaN are saved as they are
+    hc = hc.to(tl.float32)  # a no-op when compiled; the interpreter types a subnormal float argument fp64
+    return _from_fp32(hc, DTYPE, HW_CVT)
 
 
 # ----------------------------------------------------------------------------------------------
 # kernels
 # ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _lif_step(v, x, tau, thresh):
+    """One forward step from ``v_{t-1}`` and ``x_t``: (pre-reset h_t, spike s_t as fp32 0/1, v_t)."""
+    h = v * tau + x  # two roundings, as eager PyTorch (launched with enable_fp_fusion=False)
+    spike = ((h - thresh) > 0).to(tl.float32)
+    v = h * (1.0 - spike)  # a product, not a select: h = +inf gives NaN exactly as the reference
+    return h, spike, v
+
+
+@triton.jit
+def _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H: tl.constexpr, HW_CVT: tl.constexpr):
+    """Store one step's spikes and, when SAVE_H, its saved potential (16-bit: side-consistent)."""
+    tl.store(s_ptrs, _from_fp32(spike, s_ptrs.dtype.element_ty, HW_CVT), mask=mask)
+    if SAVE_H:
+        if h_ptrs.dtype.element_ty == tl.float32:
+            tl.store(h_ptrs, h, mask=mask)
+        else:
+            tl.store(h_ptrs, _round_to_side(h, spike, bounds, h_ptrs.dtype.element_ty, HW_CVT), mask=mask)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -194,7 +228,7 @@ def _lif_fwd_kernel(
     T,  # number of time steps (runtime loop bound, >= 1)
     N,  # neurons per sample (product of the trailing dims)
     stride_xb,  # x stride of dim 0, in elements
-    stride_xt,  # x stride of dim 1 (may be 0 for an input broadcast over time)
+    stride_xt,  # x stride of dim 1 (0 for an input broadcast over time: see X_BCAST)
     stride_xn,  # x stride of dim 2
     stride_sb,  # spikes stride of dim 0
     stride_st,  # spikes stride of dim 1
@@ -204,7 +238,13 @@ def _lif_fwd_kernel(
     stride_hn,  # saved-potential stride of dim 2
     tau,  # fp32 leak factor
     thresh,  # fp32 firing threshold
+    lo_fire,  # fp32 clamp bounds of the 16-bit saved h: after a spike (see _round_to_side)
+    hi_fire,
+    lo_rest,  # ... and without a spike
+    hi_rest,
     SAVE_H: tl.constexpr,  # write h for the backward (False under no_grad)
+    X_BCAST: tl.constexpr,  # stride_xt == 0: load x once per tile, not once per step
+    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
     BLOCK_B: tl.constexpr,  # tile rows (batch direction)
     BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
 ):
@@ -221,21 +261,22 @@ def _lif_fwd_kernel(
     s_ptrs = s_ptr + offs_b[:, None] * stride_sb + offs_n[None, :] * stride_sn
     h_ptrs = h_ptr + offs_b[:, None] * stride_hb + offs_n[None, :] * stride_hn
 
-    v = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
-    for _ in range(0, T):
-        x = _to_fp32(tl.load(x_ptrs, mask=mask, other=0.0))
-        h = v * tau + x  # two roundings, as eager PyTorch (launched with enable_fp_fusion=False)
-        spike = ((h - thresh) > 0).to(tl.float32)
-        v = h * (1.0 - spike)  # a product, not a select: h = +inf gives NaN exactly as the reference
-        tl.store(s_ptrs, _from_fp32(spike, s_ptr.dtype.element_ty), mask=mask)
-        if SAVE_H:
-            if h_ptr.dtype.element_ty == tl.float32:
-                tl.store(h_ptrs, h, mask=mask)
-            else:
-                tl.store(h_ptrs, _round_to_side(h, spike, thresh, h_ptr.dtype.element_ty), mask=mask)
-        x_ptrs += stride_xt
+    # Step 0, then for each later step: load x_t, store step t-1, compute step t. The load is
+    # issued before the previous step's stores (the compiler cannot move a load above a store: it
+    # must assume they alias), so a warp keeps it in flight while it stores; and no register copy
+    # is needed, as there would be for a prefetch of x_{t+1}. Loads in the loop need no ``other``:
+    # masked-off lanes are never stored, and zero-filling them costs an instruction per register.
+    x = _to_fp32(tl.load(x_ptrs, mask=mask))  # when X_BCAST, the one load of x for all steps
+    h, spike, v = _lif_step(tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32), x, tau, thresh)
+    for _ in range(1, T):
+        if not X_BCAST:
+            x_ptrs += stride_xt
+            x = _to_fp32(tl.load(x_ptrs, mask=mask))
+        _lif_store(s_ptrs, h_ptrs, h, spike, mask, (lo_fire, hi_fire, lo_rest, hi_rest), SAVE_H, HW_CVT)
         s_ptrs += stride_st
         h_ptrs += stride_ht
+        h, spike, v = _lif_step(v, x, tau, thresh)
+    _lif_store(s_ptrs, h_ptrs, h, spike, mask, (lo_fire, hi_fire, lo_rest, hi_rest), SAVE_H, HW_CVT)
 
 
 @triton.jit
@@ -267,6 +308,7 @@ def _lif_bwd_kernel(
     thresh,  # fp32 firing threshold
     gamma,  # fp32 surrogate half-width
     inv_gamma2,  # fp32 1 / gamma / gamma, rounded once on the host as the reference does
+    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
     BLOCK_B: tl.constexpr,  # tile rows (batch direction)
     BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
 ):
@@ -288,19 +330,21 @@ def _lif_bwd_kernel(
     g_s = _to_fp32(tl.load(gs_ptrs, mask=mask, other=0.0))
     h = _to_fp32(tl.load(h_ptrs, mask=mask, other=0.0))
     g_h = g_s * _surrogate(h, thresh, gamma, inv_gamma2)
-    tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty), mask=mask)
     c = g_h * tau  # gradient reaching v_{t-1}
 
-    for _ in range(1, T):
+    for t in range(1, T):
+        # Load step T-1-t, then store step T-t: the loads are in flight during the store (as in
+        # the forward).
         gs_ptrs -= stride_gst
         h_ptrs -= stride_ht
+        g_s = _to_fp32(tl.load(gs_ptrs, mask=mask))  # no other=: masked-off lanes are never stored
+        h = _to_fp32(tl.load(h_ptrs, mask=mask))
+        tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty, HW_CVT), mask=mask)
         gx_ptrs -= stride_gxt
-        g_s = _to_fp32(tl.load(gs_ptrs, mask=mask, other=0.0))
-        h = _to_fp32(tl.load(h_ptrs, mask=mask, other=0.0))
         spike = ((h - thresh) > 0).to(tl.float32)  # the forward's spike, exactly (see _round_to_side)
         g_h = c * (1.0 - spike) + (g_s - c * h) * _surrogate(h, thresh, gamma, inv_gamma2)
-        tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty), mask=mask)
         c = g_h * tau
+    tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty, HW_CVT), mask=mask)
 
 
 # Whether Triton decorated the kernels for its CPU interpreter (decided when this module loaded).
@@ -407,12 +451,61 @@ def _log_interpreter_notice() -> None:
 LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 
 
-def _launch(kernel, B: int, N: int, args, **constexprs) -> None:
-    """Launch ``kernel`` over the tiles of a ``[B, N]`` neuron plane (see :func:`_block_config`)."""
-    _log_interpreter_notice()
+def _launch_config(B: int, N: int, constexprs: dict) -> tuple[tuple[int], dict]:
+    """(grid, keyword arguments) of a launch over the tiles of a ``[B, N]`` neuron plane.
+
+    Shared with ``benchmarks/static_sm90.py``, which compiles exactly these launches for sm_90.
+    """
     block_b, block_n, num_warps = _block_config(B, N)
     grid = (triton.cdiv(B, block_b) * triton.cdiv(N, block_n),)
-    kernel[grid](*args, BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
+    return grid, dict(BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
+
+
+def _side_bounds(thresh: float, dtype: torch.dtype) -> tuple[float, float, float, float]:
+    """``(lo_fire, hi_fire, lo_rest, hi_rest)``: the clamp intervals of :func:`_round_to_side`.
+
+    ``thresh`` is first rounded to fp32 (the kernel compares in fp32). ``lo_fire`` is the smallest
+    ``dtype`` value > thresh, ``hi_rest`` the largest <= thresh; ``hi_fire`` = max(lo_fire, big)
+    (inf when thresh >= big: the nudge past big is inf) and ``lo_rest`` = min(hi_rest, -big), with
+    ``hi_rest`` capped at big (thresh = inf). A zero ``lo_fire`` / ``hi_rest`` becomes the fp32
+    subnormal of the nudge's sign (-2**-149 / +2**-149): it rounds to the zero the nudge makes
+    (-0 above, +0 below) and, unlike a signed zero, never ties with an ``h`` of +-0 in the
+    kernel's max/min (whose choice between +0 and -0 is not pinned down). A NaN thresh (nothing
+    spikes) leaves only the saturation. For float32 nothing is rounded: all four are thresh.
+    """
+    t = torch.tensor(thresh, dtype=torch.float32)
+    if dtype == torch.float32:
+        return (t.item(),) * 4
+    big = torch.finfo(dtype).max
+    if t.isnan():
+        return big, big, -big, big
+    q = t.to(dtype)  # round to nearest (inf passes through)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    below = torch.where(q.float() > t, torch.nextafter(q, -inf), q).float().item()
+    above = torch.where(q.float() <= t, torch.nextafter(q, inf), q).float().item()
+    below = 2.0**-149 if below == 0 else min(below, big)
+    above = -(2.0**-149) if above == 0 else above
+    return above, max(above, big), min(below, -big), below
+
+
+def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau: float, thresh: float, save_h: bool):
+    """(kernel, positional args, constexprs) of the forward launch for [B, T, N] views."""
+    args = (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh, *_side_bounds(thresh, h3.dtype))
+    constexprs = dict(SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, HW_CVT=not INTERPRETED)
+    return _lif_fwd_kernel, args, constexprs
+
+
+def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau: float, thresh: float, gamma: float):
+    """(kernel, positional args, constexprs) of the backward launch for [B, T, N] views."""
+    args = (gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(), tau, thresh, gamma, 1.0 / gamma / gamma)
+    return _lif_bwd_kernel, args, dict(HW_CVT=not INTERPRETED)
+
+
+def _launch(kernel, B: int, N: int, args, constexprs: dict) -> None:
+    """Launch ``kernel`` over the tiles of a ``[B, N]`` neuron plane (see :func:`_block_config`)."""
+    _log_interpreter_notice()
+    grid, kwargs = _launch_config(B, N, constexprs)
+    kernel[grid](*args, **kwargs)
 
 
 def lif_forward(
@@ -450,13 +543,8 @@ def lif_forward(
         h3 = s3  # placeholder pointer, never written (SAVE_H=False)
 
     x3 = _as_3d(x, B, T, N)
-    _launch(
-        _lif_fwd_kernel,
-        B,
-        N,
-        (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh),
-        SAVE_H=save_h,
-    )
+    kernel, args, constexprs = _fwd_launch(x3, s3, h3, B, T, N, tau, thresh, save_h)
+    _launch(kernel, B, N, args, constexprs)
     return spikes, h
 
 
@@ -492,15 +580,8 @@ def lif_backward(
 
     gs3 = _as_3d(grad_spikes, B, T, N)
     h3 = _as_3d(h, B, T, N)
-    _launch(
-        _lif_bwd_kernel,
-        B,
-        N,
-        (
-            gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
-            tau, thresh, gamma, 1.0 / gamma / gamma,
-        ),
-    )
+    kernel, args, constexprs = _bwd_launch(gs3, h3, gx3, B, T, N, tau, thresh, gamma)
+    _launch(kernel, B, N, args, constexprs)
     return grad_x
 
 
