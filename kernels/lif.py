@@ -200,12 +200,23 @@ def _round_to_side(h, spike, bounds, DTYPE: tl.constexpr, HW_CVT: tl.constexpr):
 
 
 @triton.jit
-def _lif_step(v, x, tau, thresh):
+def _reset(h, spike, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr):
+    """``v = R(h, s)`` of snn/neuron.py, rounded as the reference's reset."""
+    if SOFT_RESET:
+        v = h - spike * thresh
+    else:
+        v = h * (1.0 - spike)  # a product, not a select: h = +inf gives NaN exactly as the reference
+        if HAS_V_RESET:
+            v = v + spike * v_reset
+    return v
+
+
+@triton.jit
+def _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr):
     """One forward step from ``v_{t-1}`` and ``x_t``: (pre-reset h_t, spike s_t as fp32 0/1, v_t)."""
     h = v * tau + x  # two roundings, as eager PyTorch (launched with enable_fp_fusion=False)
     spike = ((h - thresh) > 0).to(tl.float32)
-    v = h * (1.0 - spike)  # a product, not a select: h = +inf gives NaN exactly as the reference
-    return h, spike, v
+    return h, spike, _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
 
 
 @triton.jit
@@ -219,11 +230,25 @@ def _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H: tl.constexpr, HW_
             tl.store(h_ptrs, _round_to_side(h, spike, bounds, h_ptrs.dtype.element_ty, HW_CVT), mask=mask)
 
 
+@triton.jit
+def _neuron_values(ptr, offs_n, N, scalar, IS_VEC: tl.constexpr):
+    """A per-neuron parameter as a [1, BLOCK_N] row loaded once per tile (IS_VEC), else the scalar."""
+    if IS_VEC:
+        return tl.load(ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+    else:
+        return scalar
+
+
 @triton.jit(do_not_specialize=["T"])
 def _lif_fwd_kernel(
     x_ptr,  # *{fp16,bf16,fp32} input current, viewed as [B, T, N] with arbitrary strides
     s_ptr,  # *x.dtype output spikes [B, T, N]
     h_ptr,  # *{fp32 (fp32 input), x.dtype (16-bit input)} saved pre-reset potential [B, T, N]
+    tau_ptr,  # *fp32 [N] per-neuron tau (TAU_VEC; else unused)
+    thresh_ptr,  # *fp32 [N] per-neuron thresh (THRESH_VEC; else unused)
+    bounds_ptr,  # *fp32 [4, N] per-neuron clamp bounds of the 16-bit save (THRESH_VEC; see _side_bounds)
+    v0_ptr,  # *{fp32, x.dtype} [B, N] initial potential (HAS_V0; else unused)
+    v_ptr,  # *fp32 [B, N] contiguous output: the final potential (WRITE_V; else unused)
     B,  # batch size
     T,  # number of time steps (runtime loop bound, >= 1)
     N,  # neurons per sample (product of the trailing dims)
@@ -236,14 +261,23 @@ def _lif_fwd_kernel(
     stride_hb,  # saved-potential stride of dim 0
     stride_ht,  # saved-potential stride of dim 1
     stride_hn,  # saved-potential stride of dim 2
-    tau,  # fp32 leak factor
-    thresh,  # fp32 firing threshold
+    stride_v0b,  # v0 stride of dim 0 (0 when broadcast over the batch)
+    stride_v0n,  # v0 stride of dim 1
+    tau,  # fp32 leak factor (scalar; unused when TAU_VEC)
+    thresh,  # fp32 firing threshold (scalar; unused when THRESH_VEC)
+    v_reset,  # fp32 potential after a hard reset (used when HAS_V_RESET)
     lo_fire,  # fp32 clamp bounds of the 16-bit saved h: after a spike (see _round_to_side)
     hi_fire,
     lo_rest,  # ... and without a spike
     hi_rest,
-    SAVE_H: tl.constexpr,  # write h for the backward (False under no_grad)
+    SAVE_H: tl.constexpr,  # write h (for the backward, or asked for with return_h)
     X_BCAST: tl.constexpr,  # stride_xt == 0: load x once per tile, not once per step
+    SOFT_RESET: tl.constexpr,  # reset="soft": v = h - thresh * s (else hard: h * (1 - s) [+ v_reset * s])
+    HAS_V_RESET: tl.constexpr,  # hard reset to a non-zero v_reset
+    TAU_VEC: tl.constexpr,  # tau is per neuron (tau_ptr)
+    THRESH_VEC: tl.constexpr,  # thresh is per neuron (thresh_ptr, bounds_ptr)
+    HAS_V0: tl.constexpr,  # start from v0 instead of 0
+    WRITE_V: tl.constexpr,  # store the final potential
     HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
     BLOCK_B: tl.constexpr,  # tile rows (batch direction)
     BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
@@ -261,37 +295,112 @@ def _lif_fwd_kernel(
     s_ptrs = s_ptr + offs_b[:, None] * stride_sb + offs_n[None, :] * stride_sn
     h_ptrs = h_ptr + offs_b[:, None] * stride_hb + offs_n[None, :] * stride_hn
 
+    # Per-neuron parameters: one load per tile, then registers for all T steps.
+    tau = _neuron_values(tau_ptr, offs_n, N, tau, TAU_VEC)
+    thresh = _neuron_values(thresh_ptr, offs_n, N, thresh, THRESH_VEC)
+    if THRESH_VEC and SAVE_H and h_ptr.dtype.element_ty != tl.float32:
+        bounds = (
+            tl.load(bounds_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :],
+            tl.load(bounds_ptr + N + offs_n, mask=offs_n < N, other=0.0)[None, :],
+            tl.load(bounds_ptr + 2 * N + offs_n, mask=offs_n < N, other=0.0)[None, :],
+            tl.load(bounds_ptr + 3 * N + offs_n, mask=offs_n < N, other=0.0)[None, :],
+        )
+    else:
+        bounds = (lo_fire, hi_fire, lo_rest, hi_rest)
+    if HAS_V0:
+        v = _to_fp32(tl.load(v0_ptr + offs_b[:, None] * stride_v0b + offs_n[None, :] * stride_v0n, mask=mask))
+    else:
+        v = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
+
     # Step 0, then for each later step: load x_t, store step t-1, compute step t. The load is
     # issued before the previous step's stores (the compiler cannot move a load above a store: it
     # must assume they alias), so a warp keeps it in flight while it stores; and no register copy
     # is needed, as there would be for a prefetch of x_{t+1}. Loads in the loop need no ``other``:
     # masked-off lanes are never stored, and zero-filling them costs an instruction per register.
     x = _to_fp32(tl.load(x_ptrs, mask=mask))  # when X_BCAST, the one load of x for all steps
-    h, spike, v = _lif_step(tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32), x, tau, thresh)
+    h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
     for _ in range(1, T):
         if not X_BCAST:
             x_ptrs += stride_xt
             x = _to_fp32(tl.load(x_ptrs, mask=mask))
-        _lif_store(s_ptrs, h_ptrs, h, spike, mask, (lo_fire, hi_fire, lo_rest, hi_rest), SAVE_H, HW_CVT)
+        _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H, HW_CVT)
         s_ptrs += stride_st
         h_ptrs += stride_ht
-        h, spike, v = _lif_step(v, x, tau, thresh)
-    _lif_store(s_ptrs, h_ptrs, h, spike, mask, (lo_fire, hi_fire, lo_rest, hi_rest), SAVE_H, HW_CVT)
+        h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+    _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H, HW_CVT)
+    if WRITE_V:
+        tl.store(v_ptr + offs_b[:, None] * N + offs_n[None, :], v, mask=mask)
 
 
 @triton.jit
-def _surrogate(h, thresh, gamma, inv_gamma2):
-    """max(0, gamma - |h - thresh|) * (1 / gamma**2), rounded as the reference; NaN propagates."""
-    sg = gamma - tl.abs(h - thresh)
-    sg = tl.where(sg < 0, 0.0, sg)  # clamp(min=0) that keeps NaN, as torch.clamp does
-    return sg * inv_gamma2
+def _surrogate(z, SURROGATE: tl.constexpr, sg_a, sg_b):
+    """``sg(z)`` of snn/neuron.py (``surrogate_gradient``), op for op; constants from :func:`_surrogate_constants`."""
+    if SURROGATE == 0:  # triangle: max(0, alpha - |z|) * (1 / alpha**2); a = alpha, b = 1 / alpha / alpha
+        sg = sg_a - tl.abs(z)
+        sg = tl.where(sg < 0, 0.0, sg)  # clamp(min=0) that keeps NaN, as torch.clamp does
+        return sg * sg_b
+    elif SURROGATE == 1:  # sigmoid: (1 - sig) * sig * alpha, sig = sigmoid(z * alpha); a = alpha
+        sig = 1.0 / (1.0 + tl.exp(-(z * sg_a)))  # not tl.sigmoid, a @jit function (see "Interpreter")
+        return (1.0 - sig) * sig * sg_a
+    elif SURROGATE == 2:  # atan: (alpha / 2) / (1 + (z * (pi / 2 * alpha))**2); a = alpha / 2, b = pi / 2 * alpha
+        u = z * sg_b
+        return sg_a / (1.0 + u * u)
+    else:  # rectangle: alpha where |z| < 0.5 / alpha; a = alpha, b = 0.5 / alpha
+        return tl.where(tl.abs(z) < sg_b, sg_a, 0.0)
+
+
+@triton.jit
+def _d_spike(g_s, c, h, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr, DETACH_RESET: tl.constexpr):
+    """dL/ds_t = g_s + c_t * dR/ds (zero when the reset is detached), grouped as the reference rounds."""
+    if DETACH_RESET:
+        return g_s
+    elif SOFT_RESET:
+        return g_s - c * thresh
+    else:
+        d = g_s - c * h
+        if HAS_V_RESET:
+            d = d + c * v_reset
+        return d
+
+
+@triton.jit
+def _carry_through_reset(c, spike, SOFT_RESET: tl.constexpr):
+    """c_t * dR/dh: (1 - s) for a hard reset, 1 for a soft one."""
+    if SOFT_RESET:
+        return c
+    else:
+        return c * (1.0 - spike)
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _store_partial(ptr, acc, mask, pid_b, offs_n, N):
+    """Sum a tile's [BLOCK_B, BLOCK_N] accumulator over its rows into row pid_b of a [num_pid_b, N] buffer.
+
+    Masked-off lanes hold garbage (loads in the loop have no ``other``): they are zeroed first.
+    The host sums the rows in a fixed order, so the result is deterministic (no atomics).
+    """
+    # tl.reduce with our own combine function rather than tl.sum, a @jit function of triton's
+    # standard library (see "Interpreter" in the module docstring).
+    tl.store(ptr + pid_b * N + offs_n, tl.reduce(tl.where(mask, acc, 0.0), 0, _add), mask=offs_n < N)
 
 
 @triton.jit(do_not_specialize=["T"])
 def _lif_bwd_kernel(
     gs_ptr,  # *{fp16,bf16,fp32} incoming gradient of the spikes [B, T, N], arbitrary strides
     h_ptr,  # *{fp32, fp16, bf16} saved pre-reset potential [B, T, N] (from the forward)
-    gx_ptr,  # *h.dtype output gradient of the input [B, T, N]
+    gx_ptr,  # *x.dtype output gradient of the input [B, T, N]
+    tau_ptr,  # *fp32 [N] per-neuron tau (TAU_VEC)
+    thresh_ptr,  # *fp32 [N] per-neuron thresh (THRESH_VEC)
+    gv_ptr,  # *fp32 [B, N] gradient of the final potential (HAS_GV), strides below
+    v0_ptr,  # *{fp32, 16-bit} [B, N] initial potential (HAS_V0: the tau gradient's first term)
+    gv0_ptr,  # *fp32 [B, N] contiguous output: gradient of v0 (WRITE_GV0)
+    gtau_ptr,  # *fp32 [num_pid_b, N] output: per-tile-row partial sums of the tau gradient (NEED_TAU)
+    gthresh_ptr,  # *fp32 [num_pid_b, N] output: same for thresh (NEED_THRESH)
     B,  # batch size
     T,  # number of time steps (runtime loop bound, >= 1)
     N,  # neurons per sample
@@ -304,10 +413,26 @@ def _lif_bwd_kernel(
     stride_gxb,  # grad-input stride of dim 0
     stride_gxt,  # grad-input stride of dim 1
     stride_gxn,  # grad-input stride of dim 2
-    tau,  # fp32 leak factor
-    thresh,  # fp32 firing threshold
-    gamma,  # fp32 surrogate half-width
-    inv_gamma2,  # fp32 1 / gamma / gamma, rounded once on the host as the reference does
+    stride_gvb,  # final-potential gradient strides
+    stride_gvn,
+    stride_v0b,  # v0 strides (0 where broadcast)
+    stride_v0n,
+    tau,  # fp32 leak factor (scalar; unused when TAU_VEC)
+    thresh,  # fp32 firing threshold (scalar; unused when THRESH_VEC)
+    v_reset,  # fp32 potential after a hard reset (HAS_V_RESET)
+    sg_a,  # fp32 surrogate constants (see _surrogate / _surrogate_constants), rounded once on the host
+    sg_b,
+    SURROGATE: tl.constexpr,  # 0 triangle, 1 sigmoid, 2 atan, 3 rectangle (snn.neuron.SURROGATES)
+    SOFT_RESET: tl.constexpr,
+    HAS_V_RESET: tl.constexpr,
+    DETACH_RESET: tl.constexpr,  # the reset treats s as a constant (dR/ds = 0)
+    TAU_VEC: tl.constexpr,
+    THRESH_VEC: tl.constexpr,
+    HAS_GV: tl.constexpr,  # the final potential has a gradient (c_{T-1} = g_v; else 0)
+    HAS_V0: tl.constexpr,
+    WRITE_GV0: tl.constexpr,
+    NEED_TAU: tl.constexpr,
+    NEED_THRESH: tl.constexpr,
     HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
     BLOCK_B: tl.constexpr,  # tile rows (batch direction)
     BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
@@ -319,6 +444,8 @@ def _lif_bwd_kernel(
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+    tau = _neuron_values(tau_ptr, offs_n, N, tau, TAU_VEC)
+    thresh = _neuron_values(thresh_ptr, offs_n, N, thresh, THRESH_VEC)
 
     # Start at the last step and walk back.
     last = (T - 1).to(tl.int64)
@@ -326,10 +453,27 @@ def _lif_bwd_kernel(
     h_ptrs = h_ptr + offs_b[:, None] * stride_hb + offs_n[None, :] * stride_hn + last * stride_ht
     gx_ptrs = gx_ptr + offs_b[:, None] * stride_gxb + offs_n[None, :] * stride_gxn + last * stride_gxt
 
-    # t = T - 1: the last potential is unused, so only the spike path contributes.
+    # t = T - 1: c_{T-1} is the final potential's gradient; without one, only the spike path
+    # contributes (no 0 * h term, which would turn an infinite h into NaN where the reference has none).
     g_s = _to_fp32(tl.load(gs_ptrs, mask=mask, other=0.0))
     h = _to_fp32(tl.load(h_ptrs, mask=mask, other=0.0))
-    g_h = g_s * _surrogate(h, thresh, gamma, inv_gamma2)
+    z = h - thresh
+    spike = (z > 0).to(tl.float32)  # the forward's spike, exactly (see _round_to_side)
+    sg = _surrogate(z, SURROGATE, sg_a, sg_b)
+    if HAS_GV:
+        c = _to_fp32(tl.load(gv_ptr + offs_b[:, None] * stride_gvb + offs_n[None, :] * stride_gvn, mask=mask, other=0.0))
+        d = _d_spike(g_s, c, h, thresh, v_reset, SOFT_RESET, HAS_V_RESET, DETACH_RESET)
+        g_h = _carry_through_reset(c, spike, SOFT_RESET) + d * sg
+    else:
+        c = 0.0
+        d = g_s
+        g_h = g_s * sg
+    if NEED_THRESH:
+        acc_thresh = -(d * sg)
+        if SOFT_RESET and HAS_GV:
+            acc_thresh = acc_thresh - c * spike
+    if NEED_TAU:
+        acc_tau = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
     c = g_h * tau  # gradient reaching v_{t-1}
 
     for t in range(1, T):
@@ -341,10 +485,28 @@ def _lif_bwd_kernel(
         h = _to_fp32(tl.load(h_ptrs, mask=mask))
         tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty, HW_CVT), mask=mask)
         gx_ptrs -= stride_gxt
-        spike = ((h - thresh) > 0).to(tl.float32)  # the forward's spike, exactly (see _round_to_side)
-        g_h = c * (1.0 - spike) + (g_s - c * h) * _surrogate(h, thresh, gamma, inv_gamma2)
+        z = h - thresh
+        spike = (z > 0).to(tl.float32)
+        sg = _surrogate(z, SURROGATE, sg_a, sg_b)
+        if NEED_TAU:  # g_h[t+1] * v_t, with v_t recomputed from this step's h
+            acc_tau += g_h * _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+        d = _d_spike(g_s, c, h, thresh, v_reset, SOFT_RESET, HAS_V_RESET, DETACH_RESET)
+        g_h = _carry_through_reset(c, spike, SOFT_RESET) + d * sg
+        if NEED_THRESH:
+            acc_thresh += -(d * sg)
+            if SOFT_RESET:
+                acc_thresh -= c * spike
         c = g_h * tau
     tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty, HW_CVT), mask=mask)
+    if NEED_TAU:
+        if HAS_V0:  # the first step's v_{-1} = v0 (zero otherwise: nothing to add)
+            v0 = _to_fp32(tl.load(v0_ptr + offs_b[:, None] * stride_v0b + offs_n[None, :] * stride_v0n, mask=mask, other=0.0))
+            acc_tau += g_h * v0
+        _store_partial(gtau_ptr, acc_tau, mask, pid_b, offs_n, N)
+    if NEED_THRESH:
+        _store_partial(gthresh_ptr, acc_thresh, mask, pid_b, offs_n, N)
+    if WRITE_GV0:
+        tl.store(gv0_ptr + offs_b[:, None] * N + offs_n[None, :], c, mask=mask)
 
 
 # Whether Triton decorated the kernels for its CPU interpreter (decided when this module loaded).
@@ -393,13 +555,48 @@ def _check_input(x, what: str = "x") -> None:
         )
 
 
-def _check_params(tau, thresh, gamma) -> tuple[float, float, float]:
+def _check_params(tau, thresh, gamma) -> tuple:
+    """``tau``/``thresh``: numbers, or tensors (checked for shape by snn.neuron); ``gamma`` (alpha): a number or None."""
     for name, value in (("tau", tau), ("thresh", thresh), ("gamma", gamma)):
+        if value is None and name == "gamma":
+            continue
+        if isinstance(value, torch.Tensor) and name != "gamma":
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise _fail(TypeError, f"{name} must be a Python number, got {type(value).__name__}")
-    if gamma == 0:
-        raise _fail(ValueError, "gamma must be non-zero (the surrogate is max(0, gamma - |h - thresh|) / gamma**2)")
-    return float(tau), float(thresh), float(gamma)
+    as_float = (lambda v: v if isinstance(v, torch.Tensor) or v is None else float(v))
+    return as_float(tau), as_float(thresh), as_float(gamma)
+
+
+def saved_h_dtype(x_dtype: torch.dtype, spec: LIFSpec) -> torch.dtype:
+    """The dtype ``h`` is saved in: fp32 for fp32 input; the 16-bit input dtype otherwise, except for
+    the rectangle surrogate, whose window edges a rounded ``h`` could cross (the side-consistent
+    rounding protects the threshold only, and the rectangle jumps from 0 to alpha at its edges): it
+    saves fp32, 4 B per neuron-step instead of 2, and gets the forward's exact window."""
+    if x_dtype == torch.float32 or spec.surrogate == "rectangle":
+        return torch.float32
+    return x_dtype
+
+
+def _spec_of(gamma, spec: LIFSpec | None) -> LIFSpec:
+    """The neuron: ``spec``, or the seed's neuron with the triangle's ``gamma``; never both."""
+    if spec is None:
+        return LIFSpec(alpha=gamma)
+    if gamma is not None and gamma != spec.surrogate_alpha:
+        raise _fail(ValueError, f"gamma={gamma} contradicts spec.alpha={spec.surrogate_alpha}; pass one of them")
+    return spec
+
+
+def _neuron_vector(value, shape, device) -> torch.Tensor | None:
+    """A tensor ``tau``/``thresh`` as the fp32 ``[N]`` row the kernels load per tile (None for a number)."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    return value.detach().to(device=device, dtype=torch.float32).expand(shape).reshape(-1).contiguous()
+
+
+def _reduce_to_param(partials: torch.Tensor, param: torch.Tensor, neuron_shape) -> torch.Tensor:
+    """Per-tile-row partial sums [rows, N] -> the parameter's gradient, in a fixed order (deterministic)."""
+    return partials.sum(dim=0).view(neuron_shape).sum_to_size(param.shape).to(param.dtype)
 
 
 def _as_3d(t: torch.Tensor, B: int, T: int, N: int) -> torch.Tensor:
@@ -410,7 +607,10 @@ def _as_3d(t: torch.Tensor, B: int, T: int, N: int) -> torch.Tensor:
         return t.reshape(B, T, N)
 
 
-def _empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _empty(shape, dtype: torch.dtype, device: torch.device, time_major: bool = False) -> torch.Tensor:
+    """An output buffer (NaN-filled when POISON_OUTPUTS); ``time_major``: [T, B, ...] storage seen as [B, T, ...]."""
+    if time_major:
+        return _empty((shape[1], shape[0], *shape[2:]), dtype, device).transpose(0, 1)
     if POISON_OUTPUTS:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
@@ -461,44 +661,103 @@ def _launch_config(B: int, N: int, constexprs: dict) -> tuple[tuple[int], dict]:
     return grid, dict(BLOCK_B=block_b, BLOCK_N=block_n, num_warps=num_warps, **constexprs, **LAUNCH_OPTIONS)
 
 
-def _side_bounds(thresh: float, dtype: torch.dtype) -> tuple[float, float, float, float]:
+def _side_bounds(thresh, dtype: torch.dtype):
     """``(lo_fire, hi_fire, lo_rest, hi_rest)``: the clamp intervals of :func:`_round_to_side`.
 
-    ``thresh`` is first rounded to fp32 (the kernel compares in fp32). ``lo_fire`` is the smallest
-    ``dtype`` value > thresh, ``hi_rest`` the largest <= thresh; ``hi_fire`` = max(lo_fire, big)
-    (inf when thresh >= big: the nudge past big is inf) and ``lo_rest`` = min(hi_rest, -big), with
-    ``hi_rest`` capped at big (thresh = inf). A zero ``lo_fire`` / ``hi_rest`` becomes the fp32
-    subnormal of the nudge's sign (-2**-149 / +2**-149): it rounds to the zero the nudge makes
-    (-0 above, +0 below) and, unlike a signed zero, never ties with an ``h`` of +-0 in the
-    kernel's max/min (whose choice between +0 and -0 is not pinned down). A NaN thresh (nothing
-    spikes) leaves only the saturation. For float32 nothing is rounded: all four are thresh.
+    ``thresh`` (a number: four floats; a tensor: four tensors of its shape) is first rounded to
+    fp32 (the kernel compares in fp32). ``lo_fire`` is the smallest ``dtype`` value > thresh,
+    ``hi_rest`` the largest <= thresh; ``hi_fire`` = max(lo_fire, big) (inf when thresh >= big: the
+    nudge past big is inf) and ``lo_rest`` = min(hi_rest, -big), with ``hi_rest`` capped at big
+    (thresh = inf). A zero ``lo_fire`` / ``hi_rest`` becomes the fp32 subnormal of the nudge's sign
+    (-2**-149 / +2**-149): it rounds to the zero the nudge makes (-0 above, +0 below) and, unlike a
+    signed zero, never ties with an ``h`` of +-0 in the kernel's max/min (whose choice between +0
+    and -0 is not pinned down). A NaN thresh (nothing spikes) leaves only the saturation. For
+    float32 nothing is rounded: all four are thresh.
     """
-    t = torch.tensor(thresh, dtype=torch.float32)
+    is_number = not isinstance(thresh, torch.Tensor)
+    t = torch.tensor(thresh, dtype=torch.float32) if is_number else thresh.detach().to(torch.float32).cpu()
     if dtype == torch.float32:
-        return (t.item(),) * 4
-    big = torch.finfo(dtype).max
-    if t.isnan():
-        return big, big, -big, big
-    q = t.to(dtype)  # round to nearest (inf passes through)
-    inf = torch.tensor(math.inf, dtype=dtype)
-    below = torch.where(q.float() > t, torch.nextafter(q, -inf), q).float().item()
-    above = torch.where(q.float() <= t, torch.nextafter(q, inf), q).float().item()
-    below = 2.0**-149 if below == 0 else min(below, big)
-    above = -(2.0**-149) if above == 0 else above
-    return above, max(above, big), min(below, -big), below
+        bounds = (t, t, t, t)
+    else:
+        big = torch.finfo(dtype).max
+        q = t.to(dtype)  # round to nearest (inf passes through)
+        inf = torch.full_like(q, math.inf)
+        below = torch.where(q.float() > t, torch.nextafter(q, -inf), q).float()
+        above = torch.where(q.float() <= t, torch.nextafter(q, inf), q).float()
+        tiny = torch.tensor(2.0**-149, dtype=torch.float32)
+        below = torch.where(below == 0, tiny, below.clamp(max=big))
+        above = torch.where(above == 0, -tiny, above)
+        nan = t.isnan()
+        bounds = (
+            torch.where(nan, big, above),
+            torch.where(nan, big, above.clamp(min=big)),
+            torch.where(nan, -big, below.clamp(max=-big)),
+            torch.where(nan, big, below),
+        )
+    return tuple(b.item() for b in bounds) if is_number else bounds
 
 
-def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau: float, thresh: float, save_h: bool):
-    """(kernel, positional args, constexprs) of the forward launch for [B, T, N] views."""
-    args = (x3, s3, h3, B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), tau, thresh, *_side_bounds(thresh, h3.dtype))
-    constexprs = dict(SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, HW_CVT=not INTERPRETED)
+def _surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
+    """(sg_a, sg_b) of :func:`_surrogate`, computed on the host exactly as snn.neuron's formulas do."""
+    alpha = spec.surrogate_alpha
+    if spec.surrogate == "triangle":
+        return alpha, 1.0 / alpha / alpha
+    if spec.surrogate == "sigmoid":
+        return alpha, 0.0
+    if spec.surrogate == "atan":
+        return alpha / 2, math.pi / 2 * alpha
+    return alpha, 0.5 / alpha  # rectangle
+
+
+def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau, thresh, save_h: bool, spec: LIFSpec = LIFSpec(),
+                tau_vec=None, thresh_vec=None, bounds=None, v0=None, v_out=None):
+    """(kernel, positional args, constexprs) of the forward launch for [B, T, N] views.
+
+    ``tau_vec``/``thresh_vec``: fp32 [N] rows for per-neuron parameters (``bounds``: their [4, N]
+    side bounds for a 16-bit save); ``v0``: a [B, N] view; ``v_out``: a contiguous fp32 [B, N].
+    Unused pointers are given ``x3`` (never dereferenced: their constexpr flag is off).
+    """
+    scalar_bounds = _side_bounds(thresh, h3.dtype) if thresh_vec is None else (0.0,) * 4
+    args = (
+        x3, s3, h3, _or(tau_vec, x3), _or(thresh_vec, x3), _or(bounds, x3), _or(v0, x3), _or(v_out, x3),
+        B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), *(v0.stride() if v0 is not None else (0, 0)),
+        0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset, *scalar_bounds,
+    )
+    constexprs = dict(
+        SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
+        TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None, HAS_V0=v0 is not None, WRITE_V=v_out is not None,
+        HW_CVT=not INTERPRETED,
+    )
     return _lif_fwd_kernel, args, constexprs
 
 
-def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau: float, thresh: float, gamma: float):
-    """(kernel, positional args, constexprs) of the backward launch for [B, T, N] views."""
-    args = (gs3, h3, gx3, B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(), tau, thresh, gamma, 1.0 / gamma / gamma)
-    return _lif_bwd_kernel, args, dict(HW_CVT=not INTERPRETED)
+def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau, thresh, gamma=None, spec: LIFSpec | None = None,
+                tau_vec=None, thresh_vec=None, grad_v=None, v0=None, grad_v0=None, grad_tau=None, grad_thresh=None):
+    """(kernel, positional args, constexprs) of the backward launch for [B, T, N] views.
+
+    Optional [B, N] views: ``grad_v`` (final potential's gradient), ``v0``; outputs ``grad_v0``
+    (contiguous fp32 [B, N]) and ``grad_tau``/``grad_thresh`` (fp32 [rows of tiles, N] partial sums).
+    """
+    spec = _spec_of(gamma, spec)
+    args = (
+        gs3, h3, gx3, _or(tau_vec, gs3), _or(thresh_vec, gs3), _or(grad_v, gs3), _or(v0, gs3), _or(grad_v0, gs3),
+        _or(grad_tau, gs3), _or(grad_thresh, gs3),
+        B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
+        *(grad_v.stride() if grad_v is not None else (0, 0)), *(v0.stride() if v0 is not None else (0, 0)),
+        0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset,
+        *_surrogate_constants(spec),
+    )
+    constexprs = dict(
+        SURROGATE=spec.surrogate_id, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
+        DETACH_RESET=spec.detach_reset, TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
+        HAS_GV=grad_v is not None, HAS_V0=v0 is not None, WRITE_GV0=grad_v0 is not None,
+        NEED_TAU=grad_tau is not None, NEED_THRESH=grad_thresh is not None, HW_CVT=not INTERPRETED,
+    )
+    return _lif_bwd_kernel, args, constexprs
+
+
+def _or(tensor, placeholder):
+    return placeholder if tensor is None else tensor
 
 
 def _launch(kernel, B: int, N: int, args, constexprs: dict) -> None:
@@ -510,61 +769,98 @@ def _launch(kernel, B: int, N: int, args, constexprs: dict) -> None:
 
 def lif_forward(
     x: torch.Tensor,
-    tau: float,
-    thresh: float,
-    gamma: float,
+    tau,
+    thresh,
+    gamma: float | None = None,
     *,
+    spec: LIFSpec | None = None,
     save_h: bool = True,
+    v0: torch.Tensor | None = None,
+    return_v: bool = False,
+    time_major: bool = False,
     out: torch.Tensor | None = None,
     h_out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+):
     """Spikes of the LIF layer for ``x`` of shape ``[B, T, ...]`` and the state the backward needs.
 
-    Returns ``(spikes, h)``: spikes in ``x.dtype`` and shape, and the pre-reset potential ``h``
-    (fp32 for fp32 input, threshold-consistently rounded ``x.dtype`` otherwise), or ``None`` when
-    ``save_h`` is False. ``out`` / ``h_out`` may supply the output buffers (any strides that view
-    as ``[B, T, N]``).
+    Returns ``(spikes, h)``, or ``(spikes, h, v)`` when ``return_v``: spikes in ``x.dtype`` and
+    shape; the pre-reset potential ``h`` (fp32 for fp32 input, threshold-consistently rounded
+    ``x.dtype`` otherwise), or ``None`` when ``save_h`` is False; the final potential ``v`` in fp32
+    (the kernel's own precision, so that a chunked sequence continues exactly). ``tau``/``thresh``:
+    numbers or tensors broadcastable over ``x.shape[2:]``; ``v0``: initial potential of one step's
+    shape (may be a broadcast view). ``spec``: the neuron's options (``gamma`` is only checked
+    here: the forward does not use the surrogate). ``out`` / ``h_out`` may supply the output
+    buffers (any strides that view as ``[B, T, N]``); ``time_major`` allocates them ``[T, B, ...]``.
     """
     _check_input(x)
     tau, thresh, gamma = _check_params(tau, thresh, gamma)
+    spec = _spec_of(gamma, spec)
     B, T = x.shape[0], x.shape[1]
-    N = math.prod(x.shape[2:])
-    h_dtype = torch.float32 if x.dtype == torch.float32 else x.dtype
+    neuron_shape = x.shape[2:]
+    N = math.prod(neuron_shape)
+    h_dtype = saved_h_dtype(x.dtype, spec)
 
-    spikes = _empty(x.shape, x.dtype, x.device) if out is None else out
+    spikes = _empty(x.shape, x.dtype, x.device, time_major) if out is None else out
     s3 = _check_out(spikes, "out", x.shape, x.dtype, x.device, B, T, N)
     h = None
     if save_h:
-        h = _empty(x.shape, h_dtype, x.device) if h_out is None else h_out
+        h = _empty(x.shape, h_dtype, x.device, time_major) if h_out is None else h_out
         h3 = _check_out(h, "h_out", x.shape, h_dtype, x.device, B, T, N)
+    v = _empty((B, *neuron_shape), torch.float32, x.device) if return_v else None
     if x.numel() == 0:
+        if return_v:
+            v.copy_(v0 if v0 is not None else torch.zeros_like(v))
+            return spikes, h, v
         return spikes, h
     if not save_h:
         h3 = s3  # placeholder pointer, never written (SAVE_H=False)
 
+    tau_vec = _neuron_vector(tau, neuron_shape, x.device)
+    thresh_vec = _neuron_vector(thresh, neuron_shape, x.device)
+    bounds = None
+    if thresh_vec is not None and save_h and h_dtype != torch.float32:
+        bounds = torch.stack(_side_bounds(thresh_vec, h_dtype)).to(x.device)
     x3 = _as_3d(x, B, T, N)
-    kernel, args, constexprs = _fwd_launch(x3, s3, h3, B, T, N, tau, thresh, save_h)
+    v0_2d = None if v0 is None else _as_2d(v0, B, N)
+    kernel, args, constexprs = _fwd_launch(
+        x3, s3, h3, B, T, N, tau, thresh, save_h, spec,
+        tau_vec=tau_vec, thresh_vec=thresh_vec, bounds=bounds, v0=v0_2d, v_out=None if v is None else v.view(B, N),
+    )
     _launch(kernel, B, N, args, constexprs)
-    return spikes, h
+    return (spikes, h, v) if return_v else (spikes, h)
 
 
 def lif_backward(
-    grad_spikes: torch.Tensor,
+    grad_spikes: torch.Tensor | None,
     h: torch.Tensor,
-    tau: float,
-    thresh: float,
-    gamma: float,
+    tau,
+    thresh,
+    gamma: float | None = None,
     *,
+    spec: LIFSpec | None = None,
+    grad_v: torch.Tensor | None = None,
+    v0: torch.Tensor | None = None,
+    need_tau: bool = False,
+    need_thresh: bool = False,
+    need_v0: bool = False,
+    grad_dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Gradient of the input given the spikes' gradient and the ``h`` saved by :func:`lif_forward`.
+):
+    """Gradients given the spikes' gradient and the ``h`` saved by :func:`lif_forward`.
 
-    Returns a new tensor of ``h``'s shape and the input dtype (``h.dtype``); reads but never
-    writes ``h``, so a retained graph can run the backward again.
+    Returns ``grad_x`` (a new tensor of ``h``'s shape and of the input's dtype ``grad_dtype``,
+    default ``h.dtype``; ``out`` may supply it), or
+    ``(grad_x, grad_tau, grad_thresh, grad_v0)`` when any of ``need_*`` is set (None where not
+    needed). ``grad_spikes`` may be None when only the final potential has a gradient (``grad_v``).
+    Reads but never writes ``h``, so a retained graph can run the backward again.
     """
-    _check_input(grad_spikes, "grad_spikes")
     _check_input(h, "h")
+    grad_dtype = h.dtype if grad_dtype is None else grad_dtype
+    if grad_spikes is None:
+        grad_spikes = torch.zeros((), dtype=grad_dtype, device=h.device).expand(h.shape)
+    _check_input(grad_spikes, "grad_spikes")
     tau, thresh, gamma = _check_params(tau, thresh, gamma)
+    spec = _spec_of(gamma, spec)
     if grad_spikes.shape != h.shape or grad_spikes.device != h.device:
         raise _fail(
             ValueError,
@@ -572,17 +868,47 @@ def lif_backward(
             f"the saved potential {tuple(h.shape)} on {h.device}",
         )
     B, T = h.shape[0], h.shape[1]
-    N = math.prod(h.shape[2:])
-    grad_x = _empty(h.shape, h.dtype, h.device) if out is None else out
-    gx3 = _check_out(grad_x, "out", h.shape, h.dtype, h.device, B, T, N)
+    neuron_shape = h.shape[2:]
+    N = math.prod(neuron_shape)
+    grad_x = _empty(h.shape, grad_dtype, h.device) if out is None else out
+    gx3 = _check_out(grad_x, "out", h.shape, grad_dtype, h.device, B, T, N)
+    extras = need_tau or need_thresh or need_v0
     if h.numel() == 0:
-        return grad_x
+        if not extras:
+            return grad_x
+        zeros = (lambda p: None if not isinstance(p, torch.Tensor) else torch.zeros_like(p))
+        return grad_x, zeros(tau) if need_tau else None, zeros(thresh) if need_thresh else None, \
+            (torch.zeros_like(v0) if need_v0 else None)
 
+    tile_rows = triton.cdiv(B, _block_config(B, N)[0])
+    partial = (lambda need: _empty((tile_rows, N), torch.float32, h.device) if need else None)
+    grad_tau_rows, grad_thresh_rows = partial(need_tau), partial(need_thresh)
+    grad_v0 = _empty((B, N), torch.float32, h.device) if need_v0 else None
     gs3 = _as_3d(grad_spikes, B, T, N)
     h3 = _as_3d(h, B, T, N)
-    kernel, args, constexprs = _bwd_launch(gs3, h3, gx3, B, T, N, tau, thresh, gamma)
+    kernel, args, constexprs = _bwd_launch(
+        gs3, h3, gx3, B, T, N, tau, thresh, spec=spec,
+        tau_vec=_neuron_vector(tau, neuron_shape, h.device), thresh_vec=_neuron_vector(thresh, neuron_shape, h.device),
+        grad_v=None if grad_v is None else _as_2d(grad_v, B, N), v0=None if v0 is None or not need_tau else _as_2d(v0, B, N),
+        grad_v0=grad_v0, grad_tau=grad_tau_rows, grad_thresh=grad_thresh_rows,
+    )
     _launch(kernel, B, N, args, constexprs)
-    return grad_x
+    if not extras:
+        return grad_x
+    return (
+        grad_x,
+        None if grad_tau_rows is None else _reduce_to_param(grad_tau_rows, tau, neuron_shape),
+        None if grad_thresh_rows is None else _reduce_to_param(grad_thresh_rows, thresh, neuron_shape),
+        None if grad_v0 is None else grad_v0.view(B, *neuron_shape).to(v0.dtype),
+    )
+
+
+def _as_2d(t: torch.Tensor, B: int, N: int) -> torch.Tensor:
+    """One step's [B, ...] tensor (possibly broadcast) as a [B, N] view, or a contiguous copy."""
+    try:
+        return t.view(B, N)
+    except RuntimeError:
+        return t.reshape(B, N)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,32 +917,58 @@ def lif_backward(
 
 
 class LIFSpikeFunction(torch.autograd.Function):
-    """Fused LIF: forward kernel saves only ``h``; backward kernel runs the reverse-time scan."""
+    """Fused LIF: forward kernel saves only ``h``; backward kernel runs the reverse-time scan.
+
+    ``forward(x, tau, thresh, v0, spec, save_h, return_v, return_h, time_major) -> (spikes, v, h)``
+    with None for what was not asked; ``h`` carries no gradient (it is for analysis).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, tau: float, thresh: float, gamma: float, save_h: bool = True) -> torch.Tensor:
-        spikes, h = lif_forward(x, tau, thresh, gamma, save_h=save_h and ctx.needs_input_grad[0])
-        if h is not None:
-            ctx.save_for_backward(h)
-        ctx.params = (float(tau), float(thresh), float(gamma))
-        return spikes
+    def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, save_h: bool, return_v: bool, return_h: bool, time_major: bool):
+        outputs = lif_forward(x, tau, thresh, spec=spec, save_h=save_h or return_h, v0=v0, return_v=return_v,
+                              time_major=time_major)
+        spikes, h = outputs[:2]
+        v = outputs[2] if return_v else None
+        ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
+        if save_h:
+            ctx.save_for_backward(h, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars = (tau, thresh)
+        ctx.spec = spec
+        ctx.x_dtype = x.dtype
+        if return_h:
+            h = h.to(x.dtype)  # as saved (the rectangle surrogate saves fp32 h for 16-bit input)
+            ctx.mark_non_differentiable(h)
+            return spikes, v, h
+        return spikes, v, None
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_spikes: torch.Tensor):
-        (h,) = ctx.saved_tensors
-        return lif_backward(grad_spikes, h, *ctx.params), None, None, None, None
+    def backward(ctx, grad_spikes, grad_v, _grad_h):
+        h, *saved = ctx.saved_tensors
+        saved = iter(saved)
+        tau = next(saved) if ctx.tensor_params[0] else ctx.scalars[0]
+        thresh = next(saved) if ctx.tensor_params[1] else ctx.scalars[1]
+        v0 = next(saved) if ctx.tensor_params[2] else None
+        none = (None,) * 5
+        if grad_spikes is None and grad_v is None:
+            return (None, None, None, None, *none)
+        needs = ctx.needs_input_grad
+        grads = lif_backward(grad_spikes, h, tau, thresh, spec=ctx.spec, grad_v=grad_v, v0=v0,
+                             need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3], grad_dtype=ctx.x_dtype)
+        if not isinstance(grads, tuple):
+            grads = (grads, None, None, None)
+        return (*grads, *none)
 
 
 def _triton_core(x, tau, thresh, spec: LIFSpec, v0, return_v, return_h, time_major):
     """The shared signature (:func:`snn.neuron.make_lif_function`) around :class:`LIFSpikeFunction`."""
-    if not spec.is_seed or v0 is not None or return_v or return_h or time_major or isinstance(tau, torch.Tensor) \
-            or isinstance(thresh, torch.Tensor):
-        raise _fail(ValueError, "the Triton kernel implements the seed's neuron only (hard reset to 0, triangle "
-                                "surrogate, number tau/thresh, [B, T, ...], no state); use backend 'torch'")
+    _check_input(x)
     # Grad mode is off inside Function.forward, so whether a backward can follow is decided here.
-    save_h = torch.is_grad_enabled() and x.requires_grad
-    return LIFSpikeFunction.apply(x, tau, thresh, spec.surrogate_alpha, save_h), None, None
+    save_h = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, tau, thresh, v0)
+    )
+    return LIFSpikeFunction.apply(x, tau, thresh, v0, spec, save_h, return_v, return_h, time_major)
 
 
 # Spikes of a LIF layer (the neuron of snn.neuron), fused into one kernel per direction.

@@ -52,7 +52,7 @@ _ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REGISTRY = {
     "torch": Backend("torch", "plain PyTorch, hand-written backward (fused loop, saves h only)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
     "triton": Backend("triton", "fused Triton kernels (CUDA; the CPU runs them in Triton's interpreter)",
-                      (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), frozenset(), accumulates_in_fp32=True),
+                      (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), accumulates_in_fp32=True),
     "reference": Backend("reference", "the seed's per-step loop under eager autograd (the definition)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
 }
 BACKENDS = tuple(REGISTRY)
