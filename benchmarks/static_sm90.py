@@ -62,6 +62,7 @@ class Config:
     N: int
     save_h: bool = True  # forward only
     layout: str = "contiguous"  # "contiguous", "stride0" (x broadcast over time), "unaligned" (offset view)
+    neuron: str = "seed"  # "seed", "soft" (soft reset), "sigmoid"/"atan"/"rectangle" (surrogate), "learn" (per-neuron learnable tau and thresh)
 
 
 def _configs() -> tuple[list[Config], list[Config]]:
@@ -84,6 +85,15 @@ def _configs() -> tuple[list[Config], list[Config]]:
         extra.append(Config(f"fwd-nosave-{dt}-mnist-b1024", "fwd", dt, 1024, 6, 512, save_h=False))
         extra.append(Config(f"bwd-{dt}-oddN", "bwd", dt, 1024, 6, 1001))
         extra.append(Config(f"bwd-{dt}-unaligned", "bwd", dt, 1024, 6, 512, layout="unaligned"))
+    # The neuron options (snn/neuron.py) at the large shape: what each one costs beside the seed's neuron.
+    for dt in ("fp32", "bf16"):
+        default.append(Config(f"fwd-soft-{dt}-large", "fwd", dt, 256, 16, 65536, neuron="soft"))
+        default.append(Config(f"bwd-soft-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="soft"))
+        default.append(Config(f"bwd-sigmoid-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="sigmoid"))
+        default.append(Config(f"fwd-learn-{dt}-large", "fwd", dt, 256, 16, 65536, neuron="learn"))
+        default.append(Config(f"bwd-learn-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="learn"))
+        extra.append(Config(f"bwd-atan-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="atan"))
+        extra.append(Config(f"bwd-rectangle-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="rectangle"))
     return default, extra
 
 
@@ -135,13 +145,25 @@ def _views(cfg: Config):
 
 
 def _launch_of(cfg: Config):
+    import torch
+
     import kernels.lif as L
+    from snn.neuron import LIFSpec
 
     dtype, x, out, h = _views(cfg)
+    spec = {"soft": LIFSpec(reset="soft")}.get(cfg.neuron, LIFSpec(surrogate=cfg.neuron) if cfg.neuron in ("sigmoid", "atan", "rectangle") else LIFSpec())
+    if spec.surrogate == "rectangle" and dtype != torch.float32:  # it saves h in fp32 (kernels.lif.saved_h_dtype)
+        h = _FakeTensor(torch.float32, h.shape, h.stride())
+    learn = cfg.neuron == "learn"
+    row = _FakeTensor(torch.float32, (cfg.N,), (1,)) if learn else None  # per-neuron tau / thresh
     if cfg.kind == "fwd":
-        kernel, args, constexprs = L._fwd_launch(x, out, h if cfg.save_h else out, cfg.B, cfg.T, cfg.N, 0.5, 1.0, cfg.save_h)
+        bounds = _FakeTensor(torch.float32, (4, cfg.N), (cfg.N, 1)) if learn and dtype != torch.float32 else None
+        kernel, args, constexprs = L._fwd_launch(x, out, h if cfg.save_h else out, cfg.B, cfg.T, cfg.N, 0.5, 1.0, cfg.save_h,
+                                                 spec, tau_vec=row, thresh_vec=row, bounds=bounds)
     else:  # x stands in for the incoming gradient (its layout), h is the saved potential
-        kernel, args, constexprs = L._bwd_launch(x, h, out, cfg.B, cfg.T, cfg.N, 0.5, 1.0, 1.0)
+        rows = _FakeTensor(torch.float32, (cfg.B, cfg.N), (cfg.N, 1)) if learn else None  # partial sums
+        kernel, args, constexprs = L._bwd_launch(x, h, out, cfg.B, cfg.T, cfg.N, 0.5, 1.0, spec=spec,
+                                                 tau_vec=row, thresh_vec=row, grad_tau=rows, grad_thresh=rows)
     grid, kwargs = L._launch_config(cfg.B, cfg.N, constexprs)
     return kernel, args, kwargs
 
