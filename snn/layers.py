@@ -31,7 +31,8 @@ def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: fl
         spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha if gamma is None else gamma)
     tensor_params = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
     check_supported(backend, features_used(spec, tensor_params=tensor_params, v0=v0 is not None,
-                                           return_v=return_v, return_h=return_h, time_dim=time_dim))
+                                           return_v=return_v, return_h=return_h, time_dim=time_dim),
+                    dtype=getattr(x, "dtype", None), device=getattr(x, "device", None))
     return get_lif_function(backend)(x, tau, thresh, spec=spec, time_dim=time_dim, v0=v0,
                                      return_v=return_v, return_h=return_h)
 
@@ -88,8 +89,9 @@ class LIFSpike(nn.Module):
         return self.spec.surrogate_alpha
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None, return_v: bool = False, return_h: bool = False):
-        if v0 is not None or return_v or return_h:
-            check_supported(self.backend, features_used(self.spec, v0=v0 is not None, return_v=return_v, return_h=return_h))
+        features = features_used(self.spec, v0=v0 is not None, return_v=return_v, return_h=return_h) if (
+            v0 is not None or return_v or return_h) else ()
+        check_supported(self.backend, features, dtype=getattr(x, "dtype", None), device=getattr(x, "device", None))
         return self._lif(x, self.tau, self.thresh, spec=self.spec, time_dim=self.time_dim, v0=v0,
                          return_v=return_v, return_h=return_h)
 

@@ -224,3 +224,22 @@ def test_h_output_is_the_pre_reset_potential(backend):
         v = h_t - 1.0 * (h_t > 1.0).float()
     assert torch.equal(out.h, torch.stack(h)) and torch.equal(out.spikes, (torch.stack(h) > 1.0).float())
     assert get_lif_function(backend)(x, time_dim=0).shape == x.shape  # plain call: just the spikes
+
+
+def test_registry_refuses_what_a_backend_lacks_in_one_sentence(monkeypatch):
+    from dataclasses import replace
+
+    from snn.backends import Backend, check_supported
+    from snn.errors import UserError
+    from snn.layers import LIFSpike, lif_spike
+
+    monkeypatch.setitem(REGISTRY, "torch", replace(REGISTRY["torch"], features=frozenset({"v0"})))
+    with pytest.raises(UserError, match=r"^backend 'torch' does not implement reset='soft', surrogate='atan'; use triton or reference\.$"):
+        LIFSpike(reset="soft", surrogate="atan", backend="torch")
+    with pytest.raises(UserError, match="does not implement return_v"):
+        lif_spike(torch.rand(2, 3, 4), return_v=True, backend="torch")
+    assert isinstance(REGISTRY["triton"], Backend)
+    with pytest.raises(UserError, match=r"^backend 'triton' supports float16, bfloat16, float32; got float64\.$"):
+        check_supported("triton", dtype=torch.float64)
+    with pytest.raises(UserError, match="backend 'triton' runs on cuda, cpu; got meta"):
+        lif_spike(torch.rand(2, 3, 4, device="meta"), backend="triton")
