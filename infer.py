@@ -23,9 +23,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, leave quietly
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("\ninterrupted.\n"), os._exit(130)))
 
 import torch
 
@@ -296,4 +300,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on run_cli reports Ctrl-C
     sys.exit(main())

@@ -20,10 +20,14 @@ import math
 import os
 import random
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, leave quietly
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("\ninterrupted.\n"), os._exit(130)))
 
 import torch
 
@@ -339,6 +343,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on run_cli reports Ctrl-C
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C outside run(): while parsing arguments or shutting down

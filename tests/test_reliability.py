@@ -388,6 +388,18 @@ def test_temp_files_of_a_killed_save_are_removed_at_the_next_run(tiny_mnist, tmp
     assert not any(path.exists() for path in stale) and unrelated.exists()
 
 
+@pytest.mark.parametrize("script", ["train.py", "infer.py"])
+def test_ctrl_c_while_the_libraries_load(script, tmp_path):
+    """The first second or two of either script is spent importing torch: Ctrl-C there too."""
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / script), "--help"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert process.returncode == 130 and "interrupted" in err or process.returncode == 0, (process.returncode, err)
+
+
 @pytest.mark.slow
 def test_real_ctrl_c_to_a_training_process(tmp_path):
     """A real SIGINT to a real train.py process: "interrupted", exit 130, no traceback."""
@@ -422,10 +434,6 @@ def test_divergence_stops_training_and_never_saves_a_non_finite_model(tiny_mnist
     checkpoint = tmp_path / "m.pth"
     real_step = train.train_one_epoch
 
-    def blow_up_in_epoch_2(model, *args, epoch, **kwargs):
-        result = real_step(model, *args, epoch=epoch, **kwargs)
-        return result
-
     # an absurd learning rate: the weights overflow in the first epoch
     code, out, err = run_train(capsys, *train_argv(tiny_mnist, checkpoint, "--lr", "1e38"))
     assert_one_error(code, err, "training diverged in epoch 1")
@@ -438,7 +446,7 @@ def test_divergence_stops_training_and_never_saves_a_non_finite_model(tiny_mnist
         if epoch == 2:
             with torch.no_grad():
                 model.fc2.weight[0, 0] = float("nan")
-            raise train.Diverged(f"the weight fc2.weight holds NaN or inf")
+            raise train.Diverged("the weight fc2.weight holds NaN or inf")
         return result
 
     monkeypatch.setattr(train, "train_one_epoch", nan_in_epoch_2)
