@@ -207,11 +207,9 @@ def restore(state: dict, path: Path, model, optimizer, scheduler) -> None:
 
 def next_step_command(args: argparse.Namespace, checkpoint: Path) -> str:
     """An inference command that works anywhere (no terminal needed): one random test image."""
-    words = ["python", "infer.py", "--checkpoint", str(checkpoint), "--random"]
+    words = ["python", "infer.py", "--checkpoint", str(checkpoint), "--backend", args.backend, "--random"]
     if args.data_dir != "data":
         words += ["--data-dir", args.data_dir]
-    if args.backend != "torch":
-        words += ["--backend", args.backend]
     return " ".join(shlex.quote(word) for word in words)
 
 
