@@ -183,8 +183,11 @@ def load_resume_state(paths: Paths, args: argparse.Namespace, config: MLPConfig,
     stored.setdefault("time_steps", stored_config.time_steps)
     ours = {name: getattr(args, name) for name in RESUME_ARGS}
     changed = [name for name in RESUME_ARGS if name in stored and stored[name] != ours[name]]
-    if changed or stored_config != config:
-        names = changed or ["time_steps"]
+    if not changed and stored_config != config:
+        raise UserError(f"--resume: {last} holds a model with config {stored_config.to_dict()}, which this train.py "
+                        f"does not build ({config.to_dict()}); start a new run with --overwrite.")
+    if changed:
+        names = changed
         raise UserError(
             f"--resume: {last} was started with {' '.join(flag(n, stored.get(n)) for n in names)}, "
             f"not {' '.join(flag(n, ours[n]) for n in names)}; resume with the values the run started with "
