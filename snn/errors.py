@@ -1,6 +1,12 @@
 """The one exception type the command-line scripts turn into a single sentence and exit code 2."""
 
+from __future__ import annotations
+
+import os
+import signal
 import sys
+import threading
+from typing import Callable
 
 
 class UserError(Exception):
@@ -11,14 +17,33 @@ class UserError(Exception):
     """
 
 
-def run_cli(run, args, interrupted: str = "interrupted.") -> int:
+def _report_interrupt(message: str | Callable[[], str]) -> None:
+    """Print the interrupted message; a second Ctrl-C meanwhile must not turn into a traceback."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        print(f"\n{message() if callable(message) else message}", file=sys.stderr)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_cli(run, args, interrupted: str | Callable[[], str] = "interrupted.") -> int:
     """``run(args)``, with a :class:`UserError` printed as ``error: ...`` (exit 2, no traceback)
-    and Ctrl-C printed as ``interrupted`` (exit 130)."""
+    and Ctrl-C printed as ``interrupted`` (exit 130). ``interrupted`` may be a function, called
+    only then, so the message can say what the run had saved by that moment."""
     try:
         return run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{interrupted}", file=sys.stderr)
+        _report_interrupt(interrupted)
         return 130
+    except MemoryError:
+        print("error: out of memory; use a smaller --batch-size or fewer images at once.", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout closed early (e.g. `python infer.py ... | head -1`): nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -130,5 +130,15 @@ def save_inference_figures(out: str | Path, images, probabilities, spikes, names
             images[rows], probabilities[rows], [layer[rows] for layer in spikes], names[rows],
             None if labels is None else labels[rows], title=title,
         )
-        fig.savefig(path, dpi=DPI)
+        save_figure(fig, path)
     return paths
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` to ``path`` atomically (format from the suffix): a full disk or Ctrl-C leaves
+    no half-written image, and an I/O error is one :class:`~snn.errors.UserError` sentence."""
+    from snn.checkpoint import atomic_write
+
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    atomic_write(path, lambda handle: fig.savefig(handle, dpi=DPI, format=fmt), what="figure")

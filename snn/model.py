@@ -14,7 +14,7 @@ weights move freely between the two (a test checks they compute the same outputs
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -45,17 +45,10 @@ class MLPConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "MLPConfig":
-        """Inverse of :meth:`to_dict`; also reads checkpoints from before the neuron options (``gamma``)."""
-        values = dict(values)
-        if "gamma" in values:  # the seed's name of the triangle surrogate's alpha
-            values.setdefault("alpha", values.pop("gamma"))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**values)
+    def checked(self) -> "MLPConfig":
+        """Self, once the neuron options are known to go together (else LIFSpec's ValueError)."""
+        self.spec  # noqa: B018  (constructing the spec validates it)
+        return self
 
     @property
     def spec(self) -> LIFSpec:

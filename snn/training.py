@@ -11,6 +11,27 @@ import torch.nn.functional as F
 from snn.data import to_float_images
 
 
+class Diverged(ArithmeticError):
+    """Training produced a non-finite loss, weight or optimizer state; ``what`` says which."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def first_non_finite(model, optimizer=None) -> str | None:
+    """The name of the first parameter (or optimizer state) holding NaN or inf, else ``None``."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            return f"weight {name}"
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    return f"optimizer state {key}"
+    return None
+
+
 def autocast_context(device: torch.device, enabled: bool):
     """bf16 autocast on ``device`` when ``enabled`` (CUDA, or CPU where supported), else a no-op."""
     if not enabled:
@@ -83,13 +104,16 @@ def training_step(model, optimizer, images_u8: torch.Tensor, labels: torch.Tenso
 
 
 def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,
-                    amp=False, max_shift=0, progress=None, log_every=20):
+                    amp=False, max_shift=0, progress=None, log_every=20, check_every=50):
     """One pass over ``images``/``labels`` (uint8 / int64 on the model's device).
 
     ``max_shift > 0`` translates every training image by a random whole-pixel offset per epoch.
 
     Returns ``(mean loss, accuracy, samples per second)``. ``progress`` is an optional tqdm bar
     advanced per sample; loss is read back only every ``log_every`` steps to avoid syncs.
+    Raises :class:`Diverged` as soon as the loss is seen to be NaN or inf (checked every
+    ``check_every`` steps and at the end, one sync each), and when any weight or optimizer state
+    is non-finite at the end of the epoch.
     """
     model.train()
     device = images.device
@@ -107,6 +131,8 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
             scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
+        if step % check_every == check_every - 1 and not bool(torch.isfinite(loss_sum)):
+            raise Diverged(f"the training loss is {loss_sum.item()} at step {step + 1}")
         if progress is not None:
             progress.update(len(y))
             if step % log_every == 0:
@@ -117,6 +143,11 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     n = max(len(labels), 1)
+    if not bool(torch.isfinite(loss_sum)):
+        raise Diverged(f"the training loss is {loss_sum.item()}")
+    broken = first_non_finite(model, optimizer)
+    if broken is not None:
+        raise Diverged(f"the {broken} holds NaN or inf")
     return loss_sum.item() / n, correct.item() / n, len(labels) / seconds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,17 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MNIST_DIR_ENV = "SNN_MNIST_DIR"  # the same variable the benchmarks read
+
+
+def mnist_root() -> Path:
+    """Where the real MNIST is looked for: ``$SNN_MNIST_DIR``, else ``../shared/data`` beside the repo."""
+    return Path(os.environ.get(MNIST_DIR_ENV) or SHARED_DATA)
+
+
+def missing_mnist_reason(root: Path) -> str:
+    return (f"real MNIST not found at {root}/MNIST/raw; set {MNIST_DIR_ENV}=/path/to/root, the folder that holds "
+            "MNIST/raw with the four IDX files (e.g. after 'python train.py' downloaded them: SNN_MNIST_DIR=data)")
 
 
 def _devices():
@@ -31,7 +43,8 @@ def device(request) -> str:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST in torchvision's layout beside the repo (``../shared/data``), or skip."""
-    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"real MNIST not found at {SHARED_DATA}/MNIST/raw")
-    return SHARED_DATA
+    """The real MNIST in torchvision's layout (``$SNN_MNIST_DIR`` or ``../shared/data``), or skip."""
+    root = mnist_root()
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip(missing_mnist_reason(root))
+    return root

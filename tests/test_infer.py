@@ -98,7 +98,7 @@ def json_lines(out: str) -> list[dict]:
     """Every stdout line must be one JSON object of exactly the documented shape."""
     records = [json.loads(line) for line in out.splitlines()]
     for record in records:
-        assert set(record) == {"image", "prediction", "probabilities"}, record
+        assert set(record) == {"image", "prediction", "probabilities", "label", "dataset"}, record
         probs = record["probabilities"]
         assert len(probs) == 10 and all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs), record
         assert abs(sum(probs) - 1.0) < 1e-9, f"probabilities sum to {sum(probs)}"
@@ -155,7 +155,9 @@ def test_test_set_images_by_index_and_seeded_random(checkpoint, fake_mnist, caps
     common = ("--checkpoint", checkpoint, "--data-dir", fake_mnist)
     code, out, err = run_infer(capsys, *common, "--index", "0", "6", "--json")
     assert code == 0, err
-    assert [r["image"] for r in json_lines(out)] == ["mnist-test[0]", "mnist-test[6]"]
+    records = json_lines(out)
+    assert [r["image"] for r in records] == ["mnist-test[0]", "mnist-test[6]"]
+    assert [(r["label"], r["dataset"]) for r in records] == [(5, "MNIST"), (1, "MNIST")], "true label and dataset"
     code, out, err = run_infer(capsys, *common, "--index", "3")
     assert code == 0 and out.startswith("mnist-test[3]: predicted ") and "label 8" in out, out
     picks = set()
@@ -258,7 +260,7 @@ def test_menu_random_test_image_prints_and_saves_figure(checkpoint, fake_mnist, 
     figure = tmp_path / "menu.png"
     code, out, err = run_infer(capsys, "--checkpoint", checkpoint, "--data-dir", fake_mnist, "--out", figure)
     assert code == 0, err
-    assert "1) a random image from the MNIST test set" in out and "2) your own image" in out
+    assert "1) a random test-set image" in out and "2) your own image" in out
     assert "mnist-test[" in out and "predicted " in out and "confidence" in out, out
     assert f"figure saved to {figure} (no display available)" in out
     assert figure.read_bytes().startswith(PNG_MAGIC)

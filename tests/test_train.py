@@ -97,3 +97,39 @@ def test_invalid_flags_exit_2(capsys):
             train.parse_args(argv)
         assert exit_info.value.code == 2
     capsys.readouterr()
+
+
+def test_neuron_options_are_trained_stored_and_honoured_by_infer(mnist_dir, tmp_path, capsys):
+    """--reset/--surrogate/--alpha/--learn-tau/--learn-thresh reach the model, the checkpoint and infer.py."""
+    import infer
+    from snn.checkpoint import load_checkpoint, model_from_checkpoint
+
+    checkpoint = tmp_path / "opts.pth"
+    argv = ["--data-dir", str(mnist_dir), "--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu",
+            "--train-samples", "256", "--test-samples", "64", "--epochs", "1", "--batch-size", "64",
+            "--reset", "soft", "--surrogate", "atan", "--alpha", "3", "--learn-tau", "--learn-thresh",
+            "--backend", "reference"]
+    assert train.main(argv) == 0
+    state = load_checkpoint(checkpoint)
+    config = state["config"]
+    assert (config["reset"], config["surrogate"], config["alpha"], config["learn_tau"], config["learn_thresh"]) == (
+        "soft", "atan", 3.0, True, True)
+    assert state["model_state"]["lif1.tau"].shape == (512,), "learnable tau is one parameter per hidden neuron"
+    assert not torch.equal(state["model_state"]["lif1.tau"], torch.full((512,), 0.5)), "tau was trained"
+    model = model_from_checkpoint(state, "torch")
+    assert model.lif1.spec.reset == "soft" and model.lif2.spec.surrogate == "atan"
+    capsys.readouterr()
+    assert infer.main(["--checkpoint", str(checkpoint), "--data-dir", str(mnist_dir), "--index", "0", "1",
+                       "--json", "--device", "cpu", "--backend", "torch"]) == 0
+    assert capsys.readouterr().out.count('"prediction"') == 2
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--reset", "soft", "--v-reset", "0.5"], "--v-reset applies to reset='hard' only"),
+    (["--alpha", "0"], "--alpha must be > 0"),
+    (["--surrogate", "erf"], "invalid choice: 'erf'"),
+])
+def test_bad_neuron_options_are_one_sentence(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(argv)
+    assert info.value.code == 2 and words in capsys.readouterr().err
