@@ -37,6 +37,9 @@ from snn.checkpoint import (MAX_TIME_STEPS, RunLock, append_line, check_output_f
                             validate_weights, versions)
 from snn.data import load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
+from snn.distributed import SINGLE, World
+from snn.distributed import setup as setup_distributed
+from snn.distributed import teardown as teardown_distributed
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
@@ -269,19 +272,31 @@ def interpreter_notice(backend: str, device: torch.device) -> str | None:
 def run(args: argparse.Namespace, status: RunState | None = None) -> int:
     paths = Paths.of(args.checkpoint)
     status = status or RunState(paths.last)
-    device = resolve_device(args.device)
-    paths.check_writable()
-    with RunLock(paths.lock):
-        for path in (paths.checkpoint, paths.last):
-            remove_stale_temp_files(path)
-        return train(args, paths, device, status)
+    world, device = setup_distributed(args.device)  # under torchrun: this rank's device
+    device = device or resolve_device(args.device)
+    try:
+        if not world.is_main:  # one voice: rank 0 prints, shows progress and writes every file
+            sys.stdout = open(os.devnull, "w")
+            args.no_progress = True
+            return train(args, paths, device, status, world)
+        paths.check_writable()
+        with RunLock(paths.lock):
+            for path in (paths.checkpoint, paths.last):
+                remove_stale_temp_files(path)
+            return train(args, paths, device, status, world)
+    finally:
+        teardown_distributed(world)
 
 
-def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: RunState) -> int:
+def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: RunState, world: World = SINGLE) -> int:
     config = model_config(args)
     resume_state = None
     if args.resume:
         resume_state = load_resume_state(paths, args, config, device)
+        stored_world = resume_state["train_state"].get("world_size", 1)
+        if stored_world != world.size:
+            raise UserError(f"--resume: {paths.last} was trained by {stored_world} process(es) (torchrun "
+                            f"--nproc_per_node), not {world.size}; resume with the same number (it fixes the global batch).")
     elif not args.overwrite:
         refuse_to_replace(paths)
     torch.manual_seed(args.seed)
@@ -298,7 +313,7 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
                             f"{data_info['test']}); point --data-dir at the data the run started with.")
     data = data.to(device)
     model = SpikingMLP(config, backend=args.backend).to(device)
-    steps_per_epoch = -(-len(data.train_labels) // args.batch_size)
+    steps_per_epoch = -(-len(data.train_labels) // (args.batch_size * world.size))
     optimizer, scheduler = make_optimizer(model.parameters(), args.lr, args.epochs * steps_per_epoch)
 
     start_epoch, best_accuracy = 1, -1.0
@@ -312,13 +327,18 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             print(f"nothing to do: all {args.epochs} epochs are complete.")
             return 0
     status.started = True
+    trained = model  # what is saved: the module itself, never the DDP wrapper
+    if world.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        print(f"data parallel: {world.size} processes, batch {args.batch_size} each ({args.batch_size * world.size} per step)")
     print(f"backend: {args.backend}   device: {device}   amp: {args.amp}   epochs: {args.epochs}   batch: {args.batch_size}")
     notice = interpreter_notice(args.backend, device)
     if notice:
         print(notice, flush=True)
 
-    append_line(paths.metrics, json.dumps({"event": "start", "dataset": data.source, "backend": args.backend,
-                                           "device": str(device), "args": vars(args), "versions": versions()}))
+    if world.is_main:
+        append_line(paths.metrics, json.dumps({"event": "start", "dataset": data.source, "backend": args.backend,
+                                               "device": str(device), "args": vars(args), "versions": versions()}))
     for epoch in range(start_epoch, args.epochs + 1):
         progress = None
         if not args.no_progress:
@@ -330,7 +350,7 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             loss, train_accuracy, samples_per_s = train_one_epoch(
                 model, optimizer, scheduler, data.train_images, data.train_labels,
                 batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp,
-                max_shift=args.max_shift, progress=progress,
+                max_shift=args.max_shift, progress=progress, world=world,
             )
         except Diverged as exc:
             kept = (f"{paths.last} still holds epoch {status.last_epoch}" if status.last_epoch is not None
@@ -340,27 +360,34 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
         finally:
             if progress is not None:
                 progress.close()
-        accuracy = evaluate(model, data.test_images, data.test_labels, amp=args.amp)
+        accuracy = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world)
         seconds = time.perf_counter() - epoch_start
         meta = {"epoch": epoch, "accuracy": accuracy, "dataset": data.source, "backend": args.backend,
                 "versions": versions(), "train_samples": len(data.train_labels)}
-        payload = {"model_state": model.state_dict(), "config": config.to_dict(), "meta": meta}
+        payload = {"model_state": trained.state_dict(), "config": config.to_dict(), "meta": meta}
         improved = accuracy > best_accuracy
         best_accuracy = max(best_accuracy, accuracy)
         record = {"event": "epoch", "epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
                   "test_accuracy": accuracy, "lr": scheduler.get_last_lr()[0], "samples_per_s": samples_per_s,
                   "epoch_seconds": seconds, "best": improved}
+        if not world.is_main:
+            continue
         with deferred_interrupt():  # Ctrl-C here lets the three writes finish, then stops
             if improved:
                 save_checkpoint(paths.checkpoint, payload)
             save_checkpoint(paths.last, {**payload, "train_state": {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "best_accuracy": best_accuracy, "epochs": args.epochs, "batch_size": args.batch_size,
-                "args": {name: getattr(args, name) for name in RESUME_ARGS}, "data": data_info}})
+                "args": {name: getattr(args, name) for name in RESUME_ARGS}, "data": data_info,
+                "world_size": world.size}})
             status.last_epoch = epoch
             append_line(paths.metrics, json.dumps(record))
         print(f"epoch {epoch:3d}/{args.epochs}  loss {loss:.4f}  train acc {train_accuracy:.4f}  "
               f"test acc {accuracy:.4f}{'  *best*' if improved else ''}  {samples_per_s:,.0f} samples/s  {seconds:.1f} s")
+    if world.enabled:
+        difference = world.max_parameter_difference(trained)
+        print(f"weights identical on all {world.size} ranks" if difference == 0 else
+              f"warning: the ranks' weights differ by up to {difference:.3g}")
     print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}, saved to {paths.checkpoint}")
     print(f"run inference: {next_step_command(args, paths.checkpoint)}")
     return 0

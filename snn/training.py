@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from snn.data import to_float_images
+from snn.distributed import SINGLE, shard
 
 
 class Diverged(ArithmeticError):
@@ -104,10 +105,13 @@ def training_step(model, optimizer, images_u8: torch.Tensor, labels: torch.Tenso
 
 
 def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,
-                    amp=False, max_shift=0, progress=None, log_every=20, check_every=50):
+                    amp=False, max_shift=0, progress=None, log_every=20, check_every=50, world=SINGLE):
     """One pass over ``images``/``labels`` (uint8 / int64 on the model's device).
 
     ``max_shift > 0`` translates every training image by a random whole-pixel offset per epoch.
+    Under torchrun (``world``), ``batch_size`` is per process: each global batch of
+    ``batch_size * world.size`` samples of the epoch's order is split between the ranks
+    (:mod:`snn.distributed`), and the returned loss and accuracy are over all of them.
 
     Returns ``(mean loss, accuracy, samples per second)``. ``progress`` is an optional tqdm bar
     advanced per sample; loss is read back only every ``log_every`` steps to avoid syncs.
@@ -122,9 +126,14 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     start = time.perf_counter()
-    for step, first in enumerate(range(0, len(order), batch_size)):
-        index = order[first:first + batch_size]
-        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[first:first + batch_size])
+    global_batch = batch_size * world.size
+    positions = torch.arange(len(order), device=device)
+    for step, first in enumerate(range(0, len(order), global_batch)):
+        mine = shard(positions[first:first + global_batch], world)  # positions in the epoch's order
+        if len(mine) == 0:  # a last global batch smaller than the number of ranks: dropped
+            break
+        index = order[mine]
+        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[mine])
         y = labels[index]
         loss, logits = training_step(model, optimizer, batch_images, y, amp)
         if scheduler is not None:
@@ -134,15 +143,17 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
         if step % check_every == check_every - 1 and not bool(torch.isfinite(loss_sum)):
             raise Diverged(f"the training loss is {loss_sum.item()} at step {step + 1}")
         if progress is not None:
-            progress.update(len(y))
+            progress.update(min(global_batch, len(order) - first))
             if step % log_every == 0:
-                seen = first + len(y)
+                seen = min(first + global_batch, len(order))
                 progress.set_postfix(loss=f"{loss.item():.4f}",
                                      samples_s=f"{seen / (time.perf_counter() - start):,.0f}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     n = max(len(labels), 1)
+    world.all_reduce_sum(loss_sum)
+    world.all_reduce_sum(correct)
     if not bool(torch.isfinite(loss_sum)):
         raise Diverged(f"the training loss is {loss_sum.item()}")
     broken = first_non_finite(model, optimizer)
@@ -152,13 +163,17 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, *, batch_size=1000, amp=False):
-    """Test accuracy of ``model`` on uint8 ``images`` and int64 ``labels``."""
+def evaluate(model, images, labels, *, batch_size=1000, amp=False, world=SINGLE):
+    """Test accuracy of ``model`` on uint8 ``images`` and int64 ``labels`` (under torchrun each
+    rank scores its share of the test set and the counts are summed)."""
     model.eval()
+    total = len(labels)
+    if world.enabled:
+        images, labels = images[world.rank::world.size], labels[world.rank::world.size]
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for first in range(0, len(labels), batch_size):
         x = to_float_images(images[first:first + batch_size])
         with autocast_context(images.device, amp):
             logits = model(x)
         correct += (logits.argmax(1) == labels[first:first + batch_size]).sum()
-    return correct.item() / max(len(labels), 1)
+    return world.all_reduce_sum(correct).item() / max(total, 1)
