@@ -46,7 +46,7 @@ import torch
 from snn.neuron import LIFSpec, empty_like_input, make_lif_function
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_cpu.c"
-CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 PARAM_ROWS = 5  # tau (products), tau (fp32 sums), thresh (comparisons), thresh (products), thresh (fp32 sums)
 BUILD_INFO: dict = {}  # compiler, flags, library path, build seconds (None when loaded from the cache), error
@@ -80,16 +80,17 @@ class _BwdArgs(ctypes.Structure):
     _fields_ = [
         ("B", _i64), ("T", _i64), ("N", _i64),
         ("gs", _p), ("gsb", _i64), ("gst", _i64), ("gsn", _i64),
-        ("h", _p), ("hsb", _i64), ("hst", _i64), ("hsn", _i64),
-        ("gx", _p),
+        ("x", _p), ("xsb", _i64), ("xst", _i64), ("xsn", _i64),
+        ("gx", _p), ("gxsb", _i64), ("gxst", _i64), ("gxsn", _i64),
         ("params", _p), ("n_param", _i64),
         ("gv", _p), ("gvsb", _i64), ("gvsn", _i64),
         ("v0", _p), ("v0sb", _i64), ("v0sn", _i64),
         ("gv0", _p),
         ("gtau", _p), ("gth", _p), ("work", _p),
-        ("v_reset", _f),
+        ("v_reset", _f), ("v_reset_fwd", _f),
         ("detach", ctypes.c_int),
         ("k", _Surrogate),
+        ("sg", ctypes.c_int), ("soft", ctypes.c_int),
     ]
 
 
@@ -285,14 +286,18 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
     return spikes, h, v
 
 
-def lif_cpu_backward(grad_spikes, h, tau, thresh, spec: LIFSpec, grad_v=None, v0=None,
+def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0=None, time_major=False,
                      need_tau=False, need_thresh=False, need_v0=False):
-    """``(g_x, g_tau, g_thresh, g_v0)`` by the C reverse scan (None where not needed)."""
+    """``(g_x, g_tau, g_thresh, g_v0)`` by the C reverse scan (None where not needed).
+
+    The kernel recomputes ``h`` from the saved input ``x`` tile by tile (kept in a per-thread
+    buffer), then runs the reverse recurrence: the forward saves no tensor of its own.
+    """
     lib = load()
-    B, T, neuron_shape = h.shape[0], h.shape[1], tuple(h.shape[2:])
+    B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
     N = math.prod(neuron_shape)
-    dtype = h.dtype
-    grad_x = torch.empty_strided(h.shape, h.stride(), dtype=dtype)
+    dtype = x.dtype
+    grad_x = empty_like_input(x, time_major)
     grad_v0 = torch.empty((B, *neuron_shape), dtype=dtype) if need_v0 else None
     need_tau = need_tau and isinstance(tau, torch.Tensor)
     need_thresh = need_thresh and isinstance(thresh, torch.Tensor)
@@ -306,26 +311,28 @@ def lif_cpu_backward(grad_spikes, h, tau, thresh, spec: LIFSpec, grad_v=None, v0
         g_th = None if g_th is None else g_th.zero_()
     else:
         if grad_spikes is None:
-            grad_spikes = torch.zeros((), dtype=dtype).expand(h.shape)
+            grad_spikes = torch.zeros((), dtype=dtype).expand(x.shape)
         gs3 = _as_btn(grad_spikes.to(dtype), B, T, N)
-        h3, gx3 = h.view(B, T, N), grad_x.view(B, T, N)
+        x3, gx3 = _as_btn(x, B, T, N), grad_x.view(B, T, N)
         gv2 = None if grad_v is None else _as_bn(grad_v.to(dtype), B, N)
-        v02 = None if v0 is None or not need_tau else _as_bn(v0.detach().to(dtype), B, N)
+        v02 = None if v0 is None else _as_bn(v0.detach().to(dtype), B, N)
         table = _params(tau, thresh, dtype, neuron_shape, N)
         work = torch.empty(2, B, N, dtype=torch.float32) if (need_tau or need_thresh) else None
         args = _BwdArgs(
-            B, T, N, gs3.data_ptr(), *gs3.stride(), h3.data_ptr(), *h3.stride(), gx3.data_ptr(),
+            B, T, N, gs3.data_ptr(), *gs3.stride(), x3.data_ptr(), *x3.stride(), gx3.data_ptr(), *gx3.stride(),
             table.data_ptr(), table.shape[1],
             0 if gv2 is None else gv2.data_ptr(), *(gv2.stride() if gv2 is not None else (0, 0)),
             0 if v02 is None else v02.data_ptr(), *(v02.stride() if v02 is not None else (0, 0)),
             0 if grad_v0 is None else grad_v0.data_ptr(),
             0 if g_tau is None else g_tau.data_ptr(), 0 if g_th is None else g_th.data_ptr(),
             0 if work is None else work.data_ptr(),
-            _f32(spec.v_reset), int(spec.detach_reset), _surrogate_consts(spec, dtype),
+            _f32(spec.v_reset), _round(spec.v_reset, dtype), int(spec.detach_reset), _surrogate_consts(spec, dtype),
+            spec.surrogate_id, int(spec.reset == "soft"),
         )
-        if lib.lif_backward(DTYPES[dtype], spec.surrogate_id, int(spec.reset == "soft"), ctypes.byref(args),
-                            torch.get_num_threads()) != 0:
-            raise RuntimeError(f"lif_cpu: the C backward refused dtype {dtype}")
+        rc = lib.lif_backward(DTYPES[dtype], spec.surrogate_id, int(spec.reset == "soft"), ctypes.byref(args),
+                              torch.get_num_threads())
+        if rc != 0:
+            raise (MemoryError if rc == -2 else RuntimeError)(f"lif_cpu: the C backward failed ({rc})")
     if g_tau is not None:
         g_tau = g_tau.view(neuron_shape).sum_to_size(tau.shape).to(tau.dtype)
     if g_th is not None:
@@ -336,16 +343,20 @@ def lif_cpu_backward(grad_spikes, h, tau, thresh, spec: LIFSpec, grad_v=None, v0
 
 
 class LIFCpuFunction(torch.autograd.Function):
+    """Saves the input ``x`` (which the caller or its producer holds anyway: no new bytes per
+    neuron-step) and, where they are tensors, tau / thresh / v0; the backward recomputes ``h``."""
+
     @staticmethod
     def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, return_h: bool, time_major: bool):
         needs_grad = any(ctx.needs_input_grad[:4])
-        spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=needs_grad or return_h)
+        spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=return_h)
         ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
         if needs_grad:
-            ctx.save_for_backward(h, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+            ctx.save_for_backward(x, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
         ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
         ctx.scalars = (tau, thresh)
         ctx.spec = spec
+        ctx.time_major = time_major
         if not return_h:
             return spikes, v, None
         ctx.mark_non_differentiable(h)
@@ -354,7 +365,7 @@ class LIFCpuFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spikes, grad_v, _grad_h):
-        h, *saved = ctx.saved_tensors
+        x, *saved = ctx.saved_tensors
         tau, thresh = ctx.scalars
         it = iter(saved)
         tau = next(it) if ctx.tensor_params[0] else tau
@@ -363,7 +374,7 @@ class LIFCpuFunction(torch.autograd.Function):
         if grad_spikes is None and grad_v is None:
             return None, None, None, None, None, None, None
         needs = ctx.needs_input_grad
-        grads = lif_cpu_backward(grad_spikes, h, tau, thresh, ctx.spec, grad_v, v0,
+        grads = lif_cpu_backward(grad_spikes, x, tau, thresh, ctx.spec, grad_v, v0, ctx.time_major,
                                  need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3])
         return (*grads, None, None, None)
 

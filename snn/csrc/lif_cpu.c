@@ -139,36 +139,38 @@ typedef struct {
     float v_reset;                            /* rounded to the dtype */
 } FwdArgs;
 
-INLINE void fwd_all(const int dt, const int contig, const int mode, const FwdArgs *a, int nthreads) {
+/* One tile (batch row b, neurons n0 .. n0+TILE) over all steps. Specialised per (dtype, contig,
+ * mode) below: the OpenMP region calls a specialised function per tile (constants do not reach
+ * code that GCC outlines for a parallel region, so the region itself must stay generic). */
+INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const FwdArgs *a, int64_t tile) {
     const int64_t esz = dt == DT_F32 ? 4 : 2;
-    const int64_t ntn = (a->N + TILE - 1) / TILE, ntiles = a->B * ntn;
-#pragma omp parallel for schedule(static) num_threads(threads_for(a->B * a->T * a->N, nthreads))
-    for (int64_t tile = 0; tile < ntiles; tile++) {
-        const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = a->N - n0 < TILE ? a->N - n0 : TILE;
-        float p[PARAM_ROWS][TILE], v[TILE];
-        fill_params(p, a->params, a->n_param, n0, w);
-        for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
-        fwd_tile(dt, contig, mode, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
-                 a->s + (b * a->osb + n0 * a->osn) * esz, a->h ? a->h + (b * a->osb + n0 * a->osn) * esz : NULL,
-                 a->ost, a->osn, v, p[P_TAU_MUL], p[P_TH_CMP], a->v_reset);
-        if (a->vT) for (int64_t j = 0; j < w; j++) ST(dt, a->vT, b * a->N + n0 + j, v[j]);
-    }
+    const int64_t ntn = (a->N + TILE - 1) / TILE;
+    const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = a->N - n0 < TILE ? a->N - n0 : TILE;
+    float p[PARAM_ROWS][TILE], v[TILE];
+    fill_params(p, a->params, a->n_param, n0, w);
+    for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
+    fwd_tile(dt, contig, mode, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
+             a->s + (b * a->osb + n0 * a->osn) * esz, a->h ? a->h + (b * a->osb + n0 * a->osn) * esz : NULL,
+             a->ost, a->osn, v, p[P_TAU_MUL], p[P_TH_CMP], a->v_reset);
+    if (a->vT) for (int64_t j = 0; j < w; j++) ST(dt, a->vT, b * a->N + n0 + j, v[j]);
 }
 
-#define FWD_MODES(DT, C)                                          \
-    switch (mode) {                                               \
-    case 0: fwd_all(DT, C, 0, a, nthreads); break;                \
-    case 1: fwd_all(DT, C, 1, a, nthreads); break;                \
-    default: fwd_all(DT, C, 2, a, nthreads); break;               \
-    }
-#define FWD_CONTIG(DT) if (contig) { FWD_MODES(DT, 1) } else { FWD_MODES(DT, 0) }
+typedef void (*FwdTileFn)(const FwdArgs *, int64_t);
+#define DEF_FWD(DT, C, M) static void fwd_##DT##_##C##_##M(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, a, t); }
+#define DEF_FWD_M(DT, C) DEF_FWD(DT, C, 0) DEF_FWD(DT, C, 1) DEF_FWD(DT, C, 2)
+#define DEF_FWD_C(DT) DEF_FWD_M(DT, 0) DEF_FWD_M(DT, 1)
+DEF_FWD_C(DT_F32) DEF_FWD_C(DT_BF16) DEF_FWD_C(DT_F16)
+#define ROW_FWD_M(DT, C) { fwd_##DT##_##C##_0, fwd_##DT##_##C##_1, fwd_##DT##_##C##_2 }
+#define ROW_FWD_C(DT) { ROW_FWD_M(DT, 0), ROW_FWD_M(DT, 1) }
+static const FwdTileFn FWD[3][2][3] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
 
+/* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset. Returns 0, or -1 for a bad dt. */
 int lif_forward(int dt, int mode, const FwdArgs *a, int nthreads) {
-    const int contig = a->xsn == 1 && a->osn == 1;
-    if (dt == DT_F32) { FWD_CONTIG(DT_F32) }
-    else if (dt == DT_BF16) { FWD_CONTIG(DT_BF16) }
-    else if (dt == DT_F16) { FWD_CONTIG(DT_F16) }
-    else return -1;
+    if (dt < 0 || dt > 2 || mode < 0 || mode > 2) return -1;
+    const FwdTileFn f = FWD[dt][a->xsn == 1 && a->osn == 1][mode];
+    const int64_t ntiles = a->B * ((a->N + TILE - 1) / TILE);
+#pragma omp parallel for schedule(static) num_threads(threads_for(a->B * a->T * a->N, nthreads))
+    for (int64_t tile = 0; tile < ntiles; tile++) f(a, tile);
     return 0;
 }
 
@@ -177,8 +179,8 @@ int lif_forward(int dt, int mode, const FwdArgs *a, int nthreads) {
 typedef struct {
     int64_t B, T, N;
     const char *gs; int64_t gsb, gst, gsn;    /* upstream gradient of the spikes */
-    const char *h; int64_t hsb, hst, hsn;     /* saved pre-reset potentials; grad_x has the same strides */
-    char *gx;
+    const char *x; int64_t xsb, xst, xsn;     /* the saved input: h is recomputed from it per tile */
+    char *gx; int64_t gxsb, gxst, gxsn;       /* grad_x */
     const float *params; int64_t n_param;
     const char *gv; int64_t gvsb, gvsn;       /* gradient of the final potential (dtype), or NULL */
     const char *v0; int64_t v0sb, v0sn;       /* initial potential (dtype), or NULL: used by grad tau */
@@ -186,18 +188,20 @@ typedef struct {
     float *gtau, *gth;                        /* [N] fp32 sums over batch and time, or NULL */
     float *work;                              /* [2, B, N] fp32 per-row partial sums when gtau/gth */
     float v_reset;                            /* fp32 (products), as the reference multiplies */
+    float v_reset_fwd;                        /* rounded to the dtype, as the forward adds it */
     int detach;
     SurrogateConsts k;
+    int sg, soft;                             /* surrogate and reset: read by the strided variant */
 } BwdArgs;
 
 /* One reverse step over a tile. has_carry: 0 at the last step when nothing reaches v_{T-1}. */
 INLINE void bwd_step(const int dt, const int contig, const int sg, const int soft, int has_carry, int detach,
-                     int has_vr, int64_t w, const char *gs, int64_t gsn, const char *h, int64_t hsn, char *gx,
+                     int has_vr, int64_t w, const char *gs, int64_t gsn, const float *h, char *gx, int64_t gxsn,
                      float *c, float (*p)[TILE], float vr, const SurrogateConsts *k) {
-    if (contig) { gsn = 1; hsn = 1; }
+    if (contig) { gsn = 1; gxsn = 1; }
     const float *tau = p[P_TAU_MUL], *thc = p[P_TH_CMP], *thm = p[P_TH_MUL];
     for (int64_t j = 0; j < w; j++) {
-        float hv = LD(dt, h, j * hsn), g = LD(dt, gs, j * gsn);
+        float hv = h[j], g = LD(dt, gs, j * gsn);
         float z = R(dt, hv - thc[j]);
         float s = z > 0.0f ? 1.0f : 0.0f;
         float sgv = surrogate(dt, sg, z, k);
@@ -208,20 +212,21 @@ INLINE void bwd_step(const int dt, const int contig, const int sg, const int sof
         float base = soft ? cj : cj * (1.0f - s);
         gh = R(dt, base + R(dt, d * sgv));
         gh = has_carry ? gh : R(dt, g * sgv); /* never 0 * inf when no carry */
-        ST(dt, gx, j * hsn, gh);
+        ST(dt, gx, j * gxsn, gh);
         c[j] = R(dt, gh * tau[j]);
     }
 }
 
 /* The tau/thresh terms of one step, in fp32 as snn.lif_torch computes them (not vectorisation-critical). */
 static void bwd_param_step(const int dt, const int sg, const int soft, const BwdArgs *a, int64_t b, int64_t n0,
-                           int64_t t, int64_t w, float (*p)[TILE], float *ghprev, float *acc_tau, float *acc_th) {
+                           int64_t t, int64_t w, const float *hb, float (*p)[TILE], float *ghprev, float *acc_tau,
+                           float *acc_th) {
     const int64_t T = a->T;
     for (int64_t j = 0; j < w; j++) {
         const int64_t n = n0 + j;
-        float hv = LD(dt, a->h, b * a->hsb + t * a->hst + n * a->hsn);
+        float hv = hb[t * w + j];
         float g = LD(dt, a->gs, b * a->gsb + t * a->gst + n * a->gsn);
-        float gh = LD(dt, a->gx, b * a->hsb + t * a->hst + n * a->hsn);
+        float gh = LD(dt, a->gx, b * a->gxsb + t * a->gxst + n * a->gxsn);
         float z = R(dt, hv - p[P_TH_CMP][j]);
         float s = z > 0.0f ? 1.0f : 0.0f;
         float c = t == T - 1 ? (a->gv ? LD(dt, a->gv, b * a->gvsb + n * a->gvsn) : 0.0f) : ghprev[j] * p[P_TAU32][j];
@@ -229,7 +234,7 @@ static void bwd_param_step(const int dt, const int sg, const int soft, const Bwd
             float vp;
             if (t == 0) vp = a->v0 ? LD(dt, a->v0, b * a->v0sb + n * a->v0sn) : 0.0f;
             else {
-                float hp = LD(dt, a->h, b * a->hsb + (t - 1) * a->hst + n * a->hsn);
+                float hp = hb[(t - 1) * w + j];
                 float sp = R(dt, hp - p[P_TH_CMP][j]) > 0.0f ? 1.0f : 0.0f;
                 vp = soft ? hp - sp * p[P_TH32][j] : hp * (1.0f - sp);
                 if (!soft && a->v_reset != 0.0f) vp = vp + sp * a->v_reset;
@@ -247,36 +252,96 @@ static void bwd_param_step(const int dt, const int sg, const int soft, const Bwd
     }
 }
 
-INLINE void bwd_all(const int dt, const int contig, const int sg, const int soft, const BwdArgs *a, int nthreads) {
-    const int64_t esz = dt == DT_F32 ? 4 : 2, B = a->B, T = a->T, N = a->N;
-    const int64_t ntn = (N + TILE - 1) / TILE, ntiles = B * ntn;
-    const int params = a->gtau || a->gth, has_vr = a->v_reset != 0.0f;
-#pragma omp parallel for schedule(static) num_threads(threads_for(B * T * N, nthreads))
-    for (int64_t tile = 0; tile < ntiles; tile++) {
-        const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = N - n0 < TILE ? N - n0 : TILE;
-        float p[PARAM_ROWS][TILE], c[TILE], ghprev[TILE], acc_tau[TILE], acc_th[TILE];
-        fill_params(p, a->params, a->n_param, n0, w);
+/* The forward recurrence again, from the saved input, keeping h for every step of the tile in
+ * hb [T, w] (fp32 holding the dtype's values): the forward then saves no new tensor. */
+INLINE void recompute_h(const int dt, const int contig, const int soft, const BwdArgs *a, int64_t b, int64_t n0,
+                        int64_t w, float (*p)[TILE], float *v, float *hb) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2;
+    const int64_t xsn = contig ? 1 : a->xsn;
+    const float *tau = p[P_TAU_MUL], *th = p[P_TH_CMP];
+    const float vr = a->v_reset_fwd;
+    const int has_vr = vr != 0.0f;
+    for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
+    for (int64_t t = 0; t < a->T; t++) {
+        const char *xt = a->x + (b * a->xsb + t * a->xst + n0 * a->xsn) * esz;
+        float *ht = hb + t * w;
         for (int64_t j = 0; j < w; j++) {
-            c[j] = a->gv ? LD(dt, a->gv, b * a->gvsb + (n0 + j) * a->gvsn) : 0.0f;
-            acc_tau[j] = acc_th[j] = 0.0f;
+            float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
+            float sv = hv > th[j] ? 1.0f : 0.0f;
+            ht[j] = hv;
+            float nv = soft ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+            v[j] = (!soft && has_vr) ? R(dt, nv + sv * vr) : nv;
         }
-        for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t off_h = (b * a->hsb + t * a->hst + n0 * a->hsn) * esz;
-            const int has_carry = a->gv != NULL || t < T - 1;
-            bwd_step(dt, contig, sg, soft, has_carry, a->detach, has_vr, w,
-                     a->gs + (b * a->gsb + t * a->gst + n0 * a->gsn) * esz, a->gsn, a->h + off_h, a->hsn,
-                     a->gx + off_h, c, p, a->v_reset, &a->k);
-            if (params)
-                bwd_param_step(dt, sg, soft, a, b, n0, t, w, p, ghprev, a->gtau ? acc_tau : NULL, a->gth ? acc_th : NULL);
-        }
-        if (a->gv0) for (int64_t j = 0; j < w; j++) ST(dt, a->gv0, b * N + n0 + j, c[j]);
-        if (params)
-            for (int64_t j = 0; j < w; j++) {
-                a->work[b * N + n0 + j] = acc_tau[j];
-                a->work[(B + b) * N + n0 + j] = acc_th[j];
-            }
     }
-    if (params) { /* sums over the batch in a fixed order: independent of the thread count */
+}
+
+INLINE void bwd_one_tile(const int dt, const int contig, const int sg, const int soft, const BwdArgs *a, int64_t tile,
+                         float *hb) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2, B = a->B, T = a->T, N = a->N;
+    const int64_t ntn = (N + TILE - 1) / TILE;
+    const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = N - n0 < TILE ? N - n0 : TILE;
+    const int params = a->gtau || a->gth, has_vr = a->v_reset != 0.0f;
+    float p[PARAM_ROWS][TILE], c[TILE], ghprev[TILE], acc_tau[TILE], acc_th[TILE];
+    fill_params(p, a->params, a->n_param, n0, w);
+    recompute_h(dt, contig, soft, a, b, n0, w, p, c, hb);
+    for (int64_t j = 0; j < w; j++) {
+        c[j] = a->gv ? LD(dt, a->gv, b * a->gvsb + (n0 + j) * a->gvsn) : 0.0f;
+        acc_tau[j] = acc_th[j] = 0.0f;
+    }
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const char *gs = a->gs + (b * a->gsb + t * a->gst + n0 * a->gsn) * esz;
+        char *gx = a->gx + (b * a->gxsb + t * a->gxst + n0 * a->gxsn) * esz;
+        const int has_carry = a->gv != NULL || t < T - 1;
+        if (has_carry)
+            bwd_step(dt, contig, sg, soft, 1, a->detach, has_vr, w, gs, a->gsn, hb + t * w, gx, a->gxsn, c, p, a->v_reset, &a->k);
+        else
+            bwd_step(dt, contig, sg, soft, 0, a->detach, has_vr, w, gs, a->gsn, hb + t * w, gx, a->gxsn, c, p, a->v_reset, &a->k);
+        if (params)
+            bwd_param_step(dt, sg, soft, a, b, n0, t, w, hb, p, ghprev, a->gtau ? acc_tau : NULL, a->gth ? acc_th : NULL);
+    }
+    if (a->gv0) for (int64_t j = 0; j < w; j++) ST(dt, a->gv0, b * N + n0 + j, c[j]);
+    if (params)
+        for (int64_t j = 0; j < w; j++) {
+            a->work[b * N + n0 + j] = acc_tau[j];
+            a->work[(B + b) * N + n0 + j] = acc_th[j];
+        }
+}
+
+typedef void (*BwdTileFn)(const BwdArgs *, int64_t, float *);
+/* contiguous neurons: specialised per (dtype, surrogate, reset) */
+#define DEF_BWD(DT, SG, SOFT) \
+    static void bwd_##DT##_##SG##_##SOFT(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 1, SG, SOFT, a, t, hb); }
+#define DEF_BWD_S(DT, SG) DEF_BWD(DT, SG, 0) DEF_BWD(DT, SG, 1)
+#define DEF_BWD_SG(DT) DEF_BWD_S(DT, 0) DEF_BWD_S(DT, 1) DEF_BWD_S(DT, 2) DEF_BWD_S(DT, 3)
+DEF_BWD_SG(DT_F32) DEF_BWD_SG(DT_BF16) DEF_BWD_SG(DT_F16)
+#define ROW_BWD_S(DT, SG) { bwd_##DT##_##SG##_0, bwd_##DT##_##SG##_1 }
+#define ROW_BWD_SG(DT) { ROW_BWD_S(DT, 0), ROW_BWD_S(DT, 1), ROW_BWD_S(DT, 2), ROW_BWD_S(DT, 3) }
+static const BwdTileFn BWD[3][4][2] = { ROW_BWD_SG(DT_F32), ROW_BWD_SG(DT_BF16), ROW_BWD_SG(DT_F16) };
+/* strided neurons (rare: e.g. x[..., ::2]): one variant per dtype, surrogate and reset chosen per element */
+#define DEF_BWD_GENERIC(DT) \
+    static void bwd_##DT##_generic(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 0, a->sg, a->soft, a, t, hb); }
+DEF_BWD_GENERIC(DT_F32) DEF_BWD_GENERIC(DT_BF16) DEF_BWD_GENERIC(DT_F16)
+static const BwdTileFn BWD_GENERIC[3] = { bwd_DT_F32_generic, bwd_DT_BF16_generic, bwd_DT_F16_generic };
+
+/* dt: DT_*; sg: SG_*; soft: reset="soft". Returns 0, or -1 for a bad argument. */
+int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
+    if (dt < 0 || dt > 2 || sg < 0 || sg > 3) return -1;
+    const int contig = a->gsn == 1 && a->xsn == 1 && a->gxsn == 1;
+    if (a->sg != sg || a->soft != (soft != 0)) return -1;
+    const BwdTileFn f = contig ? BWD[dt][sg][soft != 0] : BWD_GENERIC[dt];
+    const int64_t B = a->B, N = a->N, ntiles = B * ((N + TILE - 1) / TILE);
+    int failed = 0;
+#pragma omp parallel num_threads(threads_for(B * a->T * N, nthreads)) reduction(|| : failed)
+    {
+        float *hb = malloc(sizeof(float) * (size_t)a->T * TILE); /* this thread's h for one tile, all steps */
+        if (!hb) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < ntiles; tile++)
+            if (hb) f(a, tile, hb);
+        free(hb);
+    }
+    if (failed) return -2;
+    if (a->gtau || a->gth) { /* sums over the batch in a fixed order: independent of the thread count */
 #pragma omp parallel for schedule(static) num_threads(threads_for(B * N, nthreads))
         for (int64_t n = 0; n < N; n++) {
             float st = 0.0f, sh = 0.0f;
@@ -285,23 +350,5 @@ INLINE void bwd_all(const int dt, const int contig, const int sg, const int soft
             if (a->gth) a->gth[n] = sh;
         }
     }
-}
-
-#define BWD_SOFT(DT, C, SG) if (soft) bwd_all(DT, C, SG, 1, a, nthreads); else bwd_all(DT, C, SG, 0, a, nthreads);
-#define BWD_SG(DT, C)                                                                       \
-    switch (sg) {                                                                           \
-    case SG_TRIANGLE: BWD_SOFT(DT, C, SG_TRIANGLE) break;                                   \
-    case SG_SIGMOID: BWD_SOFT(DT, C, SG_SIGMOID) break;                                     \
-    case SG_ATAN: BWD_SOFT(DT, C, SG_ATAN) break;                                           \
-    default: BWD_SOFT(DT, C, SG_RECTANGLE) break;                                           \
-    }
-#define BWD_CONTIG(DT) if (contig) { BWD_SG(DT, 1) } else { BWD_SG(DT, 0) }
-
-int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
-    const int contig = a->gsn == 1 && a->hsn == 1;
-    if (dt == DT_F32) { BWD_CONTIG(DT_F32) }
-    else if (dt == DT_BF16) { BWD_CONTIG(DT_BF16) }
-    else if (dt == DT_F16) { BWD_CONTIG(DT_F16) }
-    else return -1;
     return 0;
 }
