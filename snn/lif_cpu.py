@@ -29,6 +29,7 @@ count, and within 1e-6 relative of the eager backend's (which sums in another or
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import math
@@ -196,11 +197,13 @@ def supports(x: torch.Tensor, *others) -> bool:
 # launchers
 # ------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
 def _round(value: float, dtype: torch.dtype) -> float:
     """``value`` rounded to ``dtype`` (as PyTorch rounds a Python number in a sum or a comparison)."""
     return torch.tensor(value, dtype=torch.float64).to(dtype).item()
 
 
+@functools.lru_cache(maxsize=256)
 def _f32(value: float) -> float:
     return torch.tensor(value, dtype=torch.float64).to(torch.float32).item()
 
@@ -223,6 +226,18 @@ def _as_bn(t: torch.Tensor, B: int, N: int) -> torch.Tensor:
 def _params(tau, thresh, dtype: torch.dtype, neuron_shape, N: int) -> torch.Tensor:
     """The ``[PARAM_ROWS, n]`` fp32 table of tau/thresh as each use rounds them (csrc header)."""
     per_neuron = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
+    if not per_neuron:
+        return _scalar_params(tau, thresh, dtype)
+    return _build_params(tau, thresh, dtype, neuron_shape, N, per_neuron)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_params(tau: float, thresh: float, dtype: torch.dtype) -> torch.Tensor:
+    """The table for number tau/thresh (cached: the kernels only read it)."""
+    return _build_params(tau, thresh, dtype, (1,), 1, False)
+
+
+def _build_params(tau, thresh, dtype, neuron_shape, N, per_neuron) -> torch.Tensor:
     table = torch.empty(PARAM_ROWS, N if per_neuron else 1, dtype=torch.float32)
 
     def put(row, value):
@@ -248,6 +263,7 @@ def _params(tau, thresh, dtype: torch.dtype, neuron_shape, N: int) -> torch.Tens
     return table
 
 
+@functools.lru_cache(maxsize=64)
 def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
     alpha = spec.surrogate_alpha
     if spec.surrogate == "triangle":
