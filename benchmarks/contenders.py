@@ -7,7 +7,10 @@ c1    eager ``x[:, t]``     ``snn.lif.lif_reference``, the seed-faithful loop (t
 c2    eager ``unbind``      ``snn.lif.lif_reference_unbind``
 c3    ``torch.compile``     of ``lif_reference`` (Inductor, default mode, ``dynamic=False``, one
                             compilation per shape and dtype, done before timing)
-c3b   our torch backend     ``snn.lif_torch.lif_torch`` (plain PyTorch, hand-written backward)
+c3b   our eager backend     ``snn.lif_torch.lif_torch`` (plain PyTorch, hand-written backward; backend
+                            ``eager``, what ``torch`` ran on the CPU before the fused kernel)
+c3c   our torch backend     ``snn.lif_cpu.lif_torch_fused``: the fused C kernel on CPU tensors
+                            (``snn/csrc/lif_cpu.c``; built once before timing, not timed)
 c4    Triton (ours)         ``kernels.lif_spike``; on CPU it runs in the Triton interpreter, so it
                             is checked for correctness there but never timed
 c5    SpikingJelly          multi-step ``LIFNode``, ``triton`` and ``cupy`` backends, CUDA only
@@ -48,6 +51,7 @@ import torch
 
 from benchmarks.common import GAMMA, TAU, THRESH
 from snn.lif import lif_reference, lif_reference_unbind
+from snn.lif_cpu import lif_torch_fused
 from snn.lif_torch import lif_torch
 
 
@@ -273,7 +277,8 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("c1-index", "1 eager x[:, t] (seed)", ("input",), _eager(lif_reference)),
     Contender("c2-unbind", "2 eager unbind", ("input",), _eager(lif_reference_unbind)),
     Contender("c3-compile", "3 torch.compile(ref)", ("fp32", "input"), _make_compiled),
-    Contender("c3b-torch-backend", "3b our torch backend (hand-written backward)", ("input",), _eager(lif_torch)),
+    Contender("c3b-torch-backend", "3b our eager backend (hand-written backward)", ("input",), _eager(lif_torch)),
+    Contender("c3c-torch-fused", "3c our torch backend (fused C kernel on CPU)", ("input",), _eager(lif_torch_fused)),
     Contender("c4-triton", "4 Triton (ours)", ("fp32",), _make_triton, timed_on_cpu=False),
     Contender("c5-sj-triton", "5 SpikingJelly triton", ("fp32",), _make_spikingjelly("triton"), cuda_only=True, tie_tolerant=True),
     Contender("c5-sj-cupy", "5 SpikingJelly cupy", ("fp32",), _make_spikingjelly("cupy"), cuda_only=True, tie_tolerant=True),

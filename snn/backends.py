@@ -50,7 +50,10 @@ class Backend:
 
 _ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REGISTRY = {
-    "torch": Backend("torch", "plain PyTorch, hand-written backward (fused loop, saves h only)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
+    "torch": Backend("torch", "fused C kernel on the CPU (fp32/bf16/fp16; snn/lif_cpu.py), eager PyTorch elsewhere; saves h only",
+                     _ALL_FLOATS, ("cpu", "cuda", "mps")),
+    "eager": Backend("eager", "plain PyTorch, hand-written backward (one op per step; what the torch backend runs off the CPU)",
+                     _ALL_FLOATS, ("cpu", "cuda", "mps")),
     "triton": Backend("triton", "fused Triton kernels (CUDA; the CPU runs them in Triton's interpreter)",
                       (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), accumulates_in_fp32=True),
     "reference": Backend("reference", "the seed's per-step loop under eager autograd (the definition)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
@@ -82,6 +85,12 @@ def get_lif_function(name: str) -> LIFFunction:
     """Return the LIF implementation registered under ``name`` (one of :data:`BACKENDS`)."""
     get_backend(name)
     if name == "torch":
+        # The fused C kernel on CPU tensors (built at first use; the eager code, with one warning,
+        # where no C compiler is found), the eager code below on other devices and for fp64.
+        from snn.lif_cpu import lif_torch_fused
+
+        return lif_torch_fused
+    if name == "eager":
         # Plain PyTorch with a hand-written backward: bit-identical to autograd of the seed's loop
         # (snn.lif.lif_reference, tests/test_lif_contract.py), at a fraction of its ops and memory.
         from snn.lif_torch import lif_torch

@@ -121,7 +121,7 @@ def test_module_uses_registered_backend_and_unknown_backend_is_one_sentence():
     x = torch.randn(3, 4, 5)
     assert torch.equal(layer(x), lif_reference(x, 0.25, 0.5, 2.0))
     assert "backend='torch'" in repr(layer)
-    with pytest.raises(UserError, match="unknown backend 'cuda-magic'; supported backends are: torch, triton, reference"):
+    with pytest.raises(UserError, match="unknown backend 'cuda-magic'; supported backends are: torch, eager, triton, reference"):
         get_lif_function("cuda-magic")
 
 

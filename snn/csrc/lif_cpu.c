@@ -1,0 +1,354 @@
+/* Fused LIF forward and backward for the CPU: one pass over time forward, one reverse pass backward.
+ *
+ * The neuron and both recurrences are specified and derived once, in snn/neuron.py; this file
+ * implements them for fp32, bf16 and fp16 storage. It includes no torch header (it compiles in
+ * about a second) and is built at first use by snn/lif_cpu.py, which calls it through ctypes.
+ *
+ * Layout: every tensor is seen as [B, T, N] (N = the neuron dims flattened) with element strides,
+ * so a time-major [T, B, N] buffer, a stride-0 time dimension (the same input at every step) and
+ * other strided views are read in place. Work is split into tiles of one batch row x TILE
+ * neurons; each tile runs the whole time loop with its potential v (forward) or carry (backward)
+ * in a small buffer, so x, s, h, the upstream gradient and grad_x are each touched once.
+ *
+ * Rounding: each operation is evaluated as PyTorch evaluates it on the CPU: in fp32, with the result
+ * rounded to the storage dtype (round to nearest even) after every op for bf16/fp16 (R() below),
+ * in the grouping of snn/neuron.py. Built with -ffp-contract=off: a fused multiply-add would
+ * round v*tau + x once instead of twice and could flip a spike at the threshold. So spikes equal
+ * the reference's in every dtype and fp32 input gradients equal reference autograd's bit for bit
+ * for the triangle surrogate (sigmoid/atan call expf, whose last bit may differ from torch's).
+ *
+ * Per-neuron parameters arrive as a [PARAM_ROWS, n_param] fp32 array (n_param = N, or 1 with
+ * stride 0 for numbers), one row per use, because PyTorch rounds a Python number and a tensor
+ * differently in 16-bit arithmetic (a product uses the number in fp32, a sum or comparison rounds
+ * it to the dtype first); snn/lif_cpu.py fills the rows.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define TILE 512 /* neurons per tile: v plus the parameter rows fit in L1 */
+
+enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+enum { SG_TRIANGLE = 0, SG_SIGMOID = 1, SG_ATAN = 2, SG_RECTANGLE = 3 };
+/* rows of the parameter array */
+enum { P_TAU_MUL = 0, P_TAU32, P_TH_CMP, P_TH_MUL, P_TH32, PARAM_ROWS };
+
+typedef struct {
+    float a_add;  /* triangle: alpha rounded to the dtype (alpha - |z|) */
+    float a_mul;  /* alpha in fp32 (products) */
+    float c1;     /* triangle: 1/alpha/alpha; atan: pi/2*alpha; rectangle: 0.5/alpha rounded to the dtype */
+    float c2;     /* atan: alpha/2 */
+} SurrogateConsts;
+
+/* ---- storage dtypes ---------------------------------------------------------------------- */
+
+INLINE float bf16_to_f32(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+INLINE uint16_t f32_to_bf16(float f) {  /* c10::BFloat16's round_to_nearest_even */
+    uint32_t u; memcpy(&u, &f, 4);
+    uint16_t r = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    return f != f ? (uint16_t)0x7FC0 : r;
+}
+INLINE float LD(const int dt, const void *p, ptrdiff_t i) {
+    if (dt == DT_F32) return ((const float *)p)[i];
+    if (dt == DT_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
+    return (float)((const _Float16 *)p)[i];
+}
+INLINE void ST(const int dt, void *p, ptrdiff_t i, float v) {
+    if (dt == DT_F32) ((float *)p)[i] = v;
+    else if (dt == DT_BF16) ((uint16_t *)p)[i] = f32_to_bf16(v);
+    else ((_Float16 *)p)[i] = (_Float16)v;
+}
+/* R: round an fp32 result to the storage dtype (identity for fp32) */
+INLINE float R(const int dt, float v) {
+    if (dt == DT_F32) return v;
+    if (dt == DT_BF16) return bf16_to_f32(f32_to_bf16(v));
+    return (float)(_Float16)v;
+}
+
+/* ---- surrogates: snn.neuron.surrogate_gradient, op for op ---------------------------------- */
+
+INLINE float surrogate(const int dt, const int sg, float z, const SurrogateConsts *k) {
+    if (sg == SG_TRIANGLE) {
+        float t = R(dt, k->a_add - fabsf(z));
+        t = t < 0.0f ? 0.0f : t; /* clamp(min=0), NaN kept */
+        return R(dt, t * k->c1);
+    }
+    if (sg == SG_SIGMOID) {
+        float u = R(dt, z * k->a_mul);
+        float sig = R(dt, 1.0f / (1.0f + expf(-u)));
+        return R(dt, R(dt, R(dt, 1.0f - sig) * sig) * k->a_mul);
+    }
+    if (sg == SG_ATAN) { /* (alpha/2) / (1 + q*q) is evaluated by torch as reciprocal(1 + q*q) * (alpha/2) */
+        float q = R(dt, z * k->c1);
+        float d = R(dt, 1.0f + R(dt, q * q));
+        return R(dt, R(dt, 1.0f / d) * k->c2);
+    }
+    return fabsf(z) < k->c1 ? R(dt, k->a_mul) : 0.0f;
+}
+
+static int threads_for(int64_t work, int nthreads) { return work < 32768 ? 1 : nthreads; }
+
+static void fill_params(float (*p)[TILE], const float *params, int64_t n_param, int64_t n0, int64_t w) {
+    for (int r = 0; r < PARAM_ROWS; r++)
+        for (int64_t j = 0; j < w; j++) p[r][j] = params[r * n_param + (n_param == 1 ? 0 : n0 + j)];
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+/* mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset */
+INLINE void fwd_tile(const int dt, const int contig, const int mode, int64_t T, int64_t w,
+                     const char *x, int64_t xst, int64_t xsn, char *s, char *h, int64_t ost, int64_t osn,
+                     float *v, const float *tau, const float *th, float vr) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2;
+    if (contig) { xsn = 1; osn = 1; }
+    for (int64_t t = 0; t < T; t++) {
+        const void *xt = x + t * xst * esz;
+        void *st = s + t * ost * esz;
+        void *ht = h ? h + t * ost * esz : NULL;
+        if (ht) {
+            for (int64_t j = 0; j < w; j++) {
+                float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
+                float sv = hv > th[j] ? 1.0f : 0.0f; /* R(h - thresh) > 0 exactly when h > thresh */
+                ST(dt, st, j * osn, sv);
+                ST(dt, ht, j * osn, hv);
+                float nv = mode == 2 ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+                v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
+            }
+        } else {
+            for (int64_t j = 0; j < w; j++) {
+                float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
+                float sv = hv > th[j] ? 1.0f : 0.0f;
+                ST(dt, st, j * osn, sv);
+                float nv = mode == 2 ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+                v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
+            }
+        }
+    }
+}
+
+typedef struct {
+    int64_t B, T, N;
+    const char *x; int64_t xsb, xst, xsn;     /* input */
+    char *s, *h; int64_t osb, ost, osn;       /* spikes, pre-reset potentials (h may be NULL) */
+    const float *params; int64_t n_param;     /* [PARAM_ROWS, n_param] */
+    const char *v0; int64_t v0sb, v0sn;       /* initial potential in the dtype, or NULL */
+    char *vT;                                 /* final potential [B, N] contiguous, or NULL */
+    float v_reset;                            /* rounded to the dtype */
+} FwdArgs;
+
+/* One tile (batch row b, neurons n0 .. n0+TILE) over all steps. Specialised per (dtype, contig,
+ * mode) below: the OpenMP region calls a specialised function per tile (constants do not reach
+ * code that GCC outlines for a parallel region, so the region itself must stay generic). */
+INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const FwdArgs *a, int64_t tile) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2;
+    const int64_t ntn = (a->N + TILE - 1) / TILE;
+    const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = a->N - n0 < TILE ? a->N - n0 : TILE;
+    float p[PARAM_ROWS][TILE], v[TILE];
+    fill_params(p, a->params, a->n_param, n0, w);
+    for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
+    fwd_tile(dt, contig, mode, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
+             a->s + (b * a->osb + n0 * a->osn) * esz, a->h ? a->h + (b * a->osb + n0 * a->osn) * esz : NULL,
+             a->ost, a->osn, v, p[P_TAU_MUL], p[P_TH_CMP], a->v_reset);
+    if (a->vT) for (int64_t j = 0; j < w; j++) ST(dt, a->vT, b * a->N + n0 + j, v[j]);
+}
+
+typedef void (*FwdTileFn)(const FwdArgs *, int64_t);
+#define DEF_FWD(DT, C, M) static void fwd_##DT##_##C##_##M(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, a, t); }
+#define DEF_FWD_M(DT, C) DEF_FWD(DT, C, 0) DEF_FWD(DT, C, 1) DEF_FWD(DT, C, 2)
+#define DEF_FWD_C(DT) DEF_FWD_M(DT, 0) DEF_FWD_M(DT, 1)
+DEF_FWD_C(DT_F32) DEF_FWD_C(DT_BF16) DEF_FWD_C(DT_F16)
+#define ROW_FWD_M(DT, C) { fwd_##DT##_##C##_0, fwd_##DT##_##C##_1, fwd_##DT##_##C##_2 }
+#define ROW_FWD_C(DT) { ROW_FWD_M(DT, 0), ROW_FWD_M(DT, 1) }
+static const FwdTileFn FWD[3][2][3] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
+
+/* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset. Returns 0, or -1 for a bad dt. */
+int lif_forward(int dt, int mode, const FwdArgs *a, int nthreads) {
+    if (dt < 0 || dt > 2 || mode < 0 || mode > 2) return -1;
+    const FwdTileFn f = FWD[dt][a->xsn == 1 && a->osn == 1][mode];
+    const int64_t ntiles = a->B * ((a->N + TILE - 1) / TILE);
+#pragma omp parallel for schedule(static) num_threads(threads_for(a->B * a->T * a->N, nthreads))
+    for (int64_t tile = 0; tile < ntiles; tile++) f(a, tile);
+    return 0;
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t B, T, N;
+    const char *gs; int64_t gsb, gst, gsn;    /* upstream gradient of the spikes */
+    const char *x; int64_t xsb, xst, xsn;     /* the saved input: h is recomputed from it per tile */
+    char *gx; int64_t gxsb, gxst, gxsn;       /* grad_x */
+    const float *params; int64_t n_param;
+    const char *gv; int64_t gvsb, gvsn;       /* gradient of the final potential (dtype), or NULL */
+    const char *v0; int64_t v0sb, v0sn;       /* initial potential (dtype), or NULL: used by grad tau */
+    char *gv0;                                /* [B, N] contiguous gradient of v0 (dtype), or NULL */
+    float *gtau, *gth;                        /* [N] fp32 sums over batch and time, or NULL */
+    float *work;                              /* [2, B, N] fp32 per-row partial sums when gtau/gth */
+    float v_reset;                            /* fp32 (products), as the reference multiplies */
+    float v_reset_fwd;                        /* rounded to the dtype, as the forward adds it */
+    int detach;
+    SurrogateConsts k;
+    int sg, soft;                             /* surrogate and reset: read by the strided variant */
+} BwdArgs;
+
+/* One reverse step over a tile. has_carry: 0 at the last step when nothing reaches v_{T-1}. */
+INLINE void bwd_step(const int dt, const int contig, const int sg, const int soft, int has_carry, int detach,
+                     int has_vr, int64_t w, const char *gs, int64_t gsn, const float *h, char *gx, int64_t gxsn,
+                     float *c, float (*p)[TILE], float vr, const SurrogateConsts *k) {
+    if (contig) { gsn = 1; gxsn = 1; }
+    const float *tau = p[P_TAU_MUL], *thc = p[P_TH_CMP], *thm = p[P_TH_MUL];
+    for (int64_t j = 0; j < w; j++) {
+        float hv = h[j], g = LD(dt, gs, j * gsn);
+        float z = R(dt, hv - thc[j]);
+        float s = z > 0.0f ? 1.0f : 0.0f;
+        float sgv = surrogate(dt, sg, z, k);
+        float cj = c[j], gh;
+        float d = soft ? R(dt, g - R(dt, cj * thm[j])) : R(dt, g - R(dt, cj * hv));
+        if (!soft) d = has_vr ? R(dt, d + R(dt, cj * vr)) : d;
+        d = detach ? g : d;
+        float base = soft ? cj : cj * (1.0f - s);
+        gh = R(dt, base + R(dt, d * sgv));
+        gh = has_carry ? gh : R(dt, g * sgv); /* never 0 * inf when no carry */
+        ST(dt, gx, j * gxsn, gh);
+        c[j] = R(dt, gh * tau[j]);
+    }
+}
+
+/* The tau/thresh terms of one step, in fp32 as snn.lif_torch computes them (not vectorisation-critical). */
+static void bwd_param_step(const int dt, const int sg, const int soft, const BwdArgs *a, int64_t b, int64_t n0,
+                           int64_t t, int64_t w, const float *hb, float (*p)[TILE], float *ghprev, float *acc_tau,
+                           float *acc_th) {
+    const int64_t T = a->T;
+    for (int64_t j = 0; j < w; j++) {
+        const int64_t n = n0 + j;
+        float hv = hb[t * w + j];
+        float g = LD(dt, a->gs, b * a->gsb + t * a->gst + n * a->gsn);
+        float gh = LD(dt, a->gx, b * a->gxsb + t * a->gxst + n * a->gxsn);
+        float z = R(dt, hv - p[P_TH_CMP][j]);
+        float s = z > 0.0f ? 1.0f : 0.0f;
+        float c = t == T - 1 ? (a->gv ? LD(dt, a->gv, b * a->gvsb + n * a->gvsn) : 0.0f) : ghprev[j] * p[P_TAU32][j];
+        if (acc_tau) {
+            float vp;
+            if (t == 0) vp = a->v0 ? LD(dt, a->v0, b * a->v0sb + n * a->v0sn) : 0.0f;
+            else {
+                float hp = hb[(t - 1) * w + j];
+                float sp = R(dt, hp - p[P_TH_CMP][j]) > 0.0f ? 1.0f : 0.0f;
+                vp = soft ? hp - sp * p[P_TH32][j] : hp * (1.0f - sp);
+                if (!soft && a->v_reset != 0.0f) vp = vp + sp * a->v_reset;
+            }
+            acc_tau[j] += gh * vp;
+        }
+        if (acc_th) {
+            float sgv = surrogate(dt, sg, z, &a->k);
+            float d = a->detach ? g : soft ? g - c * p[P_TH32][j] : g - c * (hv - a->v_reset);
+            float tot = -(d * sgv);
+            if (soft) tot = tot - c * s;
+            acc_th[j] += tot;
+        }
+        ghprev[j] = gh;
+    }
+}
+
+/* The forward recurrence again, from the saved input, keeping h for every step of the tile in
+ * hb [T, w] (fp32 holding the dtype's values): the forward then saves no new tensor. */
+INLINE void recompute_h(const int dt, const int contig, const int soft, const BwdArgs *a, int64_t b, int64_t n0,
+                        int64_t w, float (*p)[TILE], float *v, float *hb) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2;
+    const int64_t xsn = contig ? 1 : a->xsn;
+    const float *tau = p[P_TAU_MUL], *th = p[P_TH_CMP];
+    const float vr = a->v_reset_fwd;
+    const int has_vr = vr != 0.0f;
+    for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
+    for (int64_t t = 0; t < a->T; t++) {
+        const char *xt = a->x + (b * a->xsb + t * a->xst + n0 * a->xsn) * esz;
+        float *ht = hb + t * w;
+        for (int64_t j = 0; j < w; j++) {
+            float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
+            float sv = hv > th[j] ? 1.0f : 0.0f;
+            ht[j] = hv;
+            float nv = soft ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+            v[j] = (!soft && has_vr) ? R(dt, nv + sv * vr) : nv;
+        }
+    }
+}
+
+INLINE void bwd_one_tile(const int dt, const int contig, const int sg, const int soft, const BwdArgs *a, int64_t tile,
+                         float *hb) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2, B = a->B, T = a->T, N = a->N;
+    const int64_t ntn = (N + TILE - 1) / TILE;
+    const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = N - n0 < TILE ? N - n0 : TILE;
+    const int params = a->gtau || a->gth, has_vr = a->v_reset != 0.0f;
+    float p[PARAM_ROWS][TILE], c[TILE], ghprev[TILE], acc_tau[TILE], acc_th[TILE];
+    fill_params(p, a->params, a->n_param, n0, w);
+    recompute_h(dt, contig, soft, a, b, n0, w, p, c, hb);
+    for (int64_t j = 0; j < w; j++) {
+        c[j] = a->gv ? LD(dt, a->gv, b * a->gvsb + (n0 + j) * a->gvsn) : 0.0f;
+        acc_tau[j] = acc_th[j] = 0.0f;
+    }
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const char *gs = a->gs + (b * a->gsb + t * a->gst + n0 * a->gsn) * esz;
+        char *gx = a->gx + (b * a->gxsb + t * a->gxst + n0 * a->gxsn) * esz;
+        const int has_carry = a->gv != NULL || t < T - 1;
+        if (has_carry)
+            bwd_step(dt, contig, sg, soft, 1, a->detach, has_vr, w, gs, a->gsn, hb + t * w, gx, a->gxsn, c, p, a->v_reset, &a->k);
+        else
+            bwd_step(dt, contig, sg, soft, 0, a->detach, has_vr, w, gs, a->gsn, hb + t * w, gx, a->gxsn, c, p, a->v_reset, &a->k);
+        if (params)
+            bwd_param_step(dt, sg, soft, a, b, n0, t, w, hb, p, ghprev, a->gtau ? acc_tau : NULL, a->gth ? acc_th : NULL);
+    }
+    if (a->gv0) for (int64_t j = 0; j < w; j++) ST(dt, a->gv0, b * N + n0 + j, c[j]);
+    if (params)
+        for (int64_t j = 0; j < w; j++) {
+            a->work[b * N + n0 + j] = acc_tau[j];
+            a->work[(B + b) * N + n0 + j] = acc_th[j];
+        }
+}
+
+typedef void (*BwdTileFn)(const BwdArgs *, int64_t, float *);
+/* contiguous neurons: specialised per (dtype, surrogate, reset) */
+#define DEF_BWD(DT, SG, SOFT) \
+    static void bwd_##DT##_##SG##_##SOFT(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 1, SG, SOFT, a, t, hb); }
+#define DEF_BWD_S(DT, SG) DEF_BWD(DT, SG, 0) DEF_BWD(DT, SG, 1)
+#define DEF_BWD_SG(DT) DEF_BWD_S(DT, 0) DEF_BWD_S(DT, 1) DEF_BWD_S(DT, 2) DEF_BWD_S(DT, 3)
+DEF_BWD_SG(DT_F32) DEF_BWD_SG(DT_BF16) DEF_BWD_SG(DT_F16)
+#define ROW_BWD_S(DT, SG) { bwd_##DT##_##SG##_0, bwd_##DT##_##SG##_1 }
+#define ROW_BWD_SG(DT) { ROW_BWD_S(DT, 0), ROW_BWD_S(DT, 1), ROW_BWD_S(DT, 2), ROW_BWD_S(DT, 3) }
+static const BwdTileFn BWD[3][4][2] = { ROW_BWD_SG(DT_F32), ROW_BWD_SG(DT_BF16), ROW_BWD_SG(DT_F16) };
+/* strided neurons (rare: e.g. x[..., ::2]): one variant per dtype, surrogate and reset chosen per element */
+#define DEF_BWD_GENERIC(DT) \
+    static void bwd_##DT##_generic(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 0, a->sg, a->soft, a, t, hb); }
+DEF_BWD_GENERIC(DT_F32) DEF_BWD_GENERIC(DT_BF16) DEF_BWD_GENERIC(DT_F16)
+static const BwdTileFn BWD_GENERIC[3] = { bwd_DT_F32_generic, bwd_DT_BF16_generic, bwd_DT_F16_generic };
+
+/* dt: DT_*; sg: SG_*; soft: reset="soft". Returns 0, or -1 for a bad argument. */
+int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
+    if (dt < 0 || dt > 2 || sg < 0 || sg > 3) return -1;
+    const int contig = a->gsn == 1 && a->xsn == 1 && a->gxsn == 1;
+    if (a->sg != sg || a->soft != (soft != 0)) return -1;
+    const BwdTileFn f = contig ? BWD[dt][sg][soft != 0] : BWD_GENERIC[dt];
+    const int64_t B = a->B, N = a->N, ntiles = B * ((N + TILE - 1) / TILE);
+    int failed = 0;
+#pragma omp parallel num_threads(threads_for(B * a->T * N, nthreads)) reduction(|| : failed)
+    {
+        float *hb = malloc(sizeof(float) * (size_t)a->T * TILE); /* this thread's h for one tile, all steps */
+        if (!hb) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < ntiles; tile++)
+            if (hb) f(a, tile, hb);
+        free(hb);
+    }
+    if (failed) return -2;
+    if (a->gtau || a->gth) { /* sums over the batch in a fixed order: independent of the thread count */
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * N, nthreads))
+        for (int64_t n = 0; n < N; n++) {
+            float st = 0.0f, sh = 0.0f;
+            for (int64_t b = 0; b < B; b++) { st += a->work[b * N + n]; sh += a->work[(B + b) * N + n]; }
+            if (a->gtau) a->gtau[n] = st;
+            if (a->gth) a->gth[n] = sh;
+        }
+    }
+    return 0;
+}

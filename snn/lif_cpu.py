@@ -1,0 +1,414 @@
+"""The fused CPU LIF: the whole time loop in one pass forward and one reverse pass backward, in C.
+
+The neuron, its options and both recurrences are specified once, in :mod:`snn.neuron`; the kernels
+are in ``snn/csrc/lif_cpu.c`` (read its header for the layout, the tiling and the rounding rules).
+This module builds that source with the system C compiler at first use, caches the shared library
+on disk, and calls it through :mod:`ctypes` on the tensors' data pointers and strides.
+
+Why C and not ``torch.compile``: the fused loop keeps ``v`` in a per-tile buffer, reads ``x`` and
+writes ``s`` and ``h`` once, and saves only ``h`` (4 B fp32 / 2 B 16-bit per neuron-step); it beats
+Inductor's code for the compiled reference at every benchmarked shape (benchmarks/RESULTS.md),
+compiles in about a second once per machine (Inductor compiles per shape and dtype, and again
+when the last batch of an epoch is smaller), and has no first-call tracing cost.
+
+Build: ``$SNN_CC`` (else ``$CC``, else ``cc``) with :data:`CFLAGS`; the library is cached in
+``$SNN_CACHE_DIR`` (else ``$XDG_CACHE_HOME/snn-lif``, else ``~/.cache/snn-lif``) under a name
+that hashes the source, the compiler, the flags and the CPU's feature flags, and is written
+by atomic rename, so concurrent first calls are safe. The build time is logged once (logger
+``snn``) and kept in :data:`BUILD_INFO`. Where no compiler is found or the build fails, the
+``torch`` backend falls back to the eager implementation (:mod:`snn.lif_torch`) with one warning.
+
+Exactness: each operation is rounded as PyTorch rounds it (fp32, or fp32 then the 16-bit dtype,
+round to nearest even; no fused multiply-add: ``-ffp-contract=off``), so spikes equal the
+reference's in every dtype and, for the triangle surrogate, fp32 input gradients equal reference
+autograd's bit for bit. Gradients of tensor ``tau``/``thresh`` are fp32 sums over time per
+(batch row, neuron), then over the batch in a fixed order: deterministic, independent of the thread
+count, and within 1e-6 relative of the eager backend's (which sums in another order).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from snn.neuron import LIFSpec, empty_like_input, make_lif_function
+
+SOURCE = Path(__file__).with_name("csrc") / "lif_cpu.c"
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
+DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+PARAM_ROWS = 5  # tau (products), tau (fp32 sums), thresh (comparisons), thresh (products), thresh (fp32 sums)
+BUILD_INFO: dict = {}  # compiler, flags, library path, build seconds (None when loaded from the cache), error
+
+_log = logging.getLogger("snn")
+_lock = threading.Lock()
+_lib = None
+_tried = False
+
+
+class _Surrogate(ctypes.Structure):
+    _fields_ = [("a_add", ctypes.c_float), ("a_mul", ctypes.c_float), ("c1", ctypes.c_float), ("c2", ctypes.c_float)]
+
+
+_i64, _p, _f = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+
+
+class _FwdArgs(ctypes.Structure):
+    _fields_ = [
+        ("B", _i64), ("T", _i64), ("N", _i64),
+        ("x", _p), ("xsb", _i64), ("xst", _i64), ("xsn", _i64),
+        ("s", _p), ("h", _p), ("osb", _i64), ("ost", _i64), ("osn", _i64),
+        ("params", _p), ("n_param", _i64),
+        ("v0", _p), ("v0sb", _i64), ("v0sn", _i64),
+        ("vT", _p),
+        ("v_reset", _f),
+    ]
+
+
+class _BwdArgs(ctypes.Structure):
+    _fields_ = [
+        ("B", _i64), ("T", _i64), ("N", _i64),
+        ("gs", _p), ("gsb", _i64), ("gst", _i64), ("gsn", _i64),
+        ("x", _p), ("xsb", _i64), ("xst", _i64), ("xsn", _i64),
+        ("gx", _p), ("gxsb", _i64), ("gxst", _i64), ("gxsn", _i64),
+        ("params", _p), ("n_param", _i64),
+        ("gv", _p), ("gvsb", _i64), ("gvsn", _i64),
+        ("v0", _p), ("v0sb", _i64), ("v0sn", _i64),
+        ("gv0", _p),
+        ("gtau", _p), ("gth", _p), ("work", _p),
+        ("v_reset", _f), ("v_reset_fwd", _f),
+        ("detach", ctypes.c_int),
+        ("k", _Surrogate),
+        ("sg", ctypes.c_int), ("soft", ctypes.c_int),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# build and load
+# ------------------------------------------------------------------------------------------------
+
+def compiler() -> str:
+    """The C compiler command: ``$SNN_CC``, else ``$CC``, else ``cc``."""
+    return os.environ.get("SNN_CC") or os.environ.get("CC") or "cc"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SNN_CACHE_DIR"):
+        return Path(os.environ["SNN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "snn-lif"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: ``-march=native`` code must not be reused on another CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return ""
+
+
+def _build() -> ctypes.CDLL:
+    cc = compiler()
+    path = shutil.which(cc)
+    if path is None:
+        raise RuntimeError(f"no C compiler {cc!r} on PATH (set SNN_CC or CC)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, path.encode(), " ".join(CFLAGS).encode(), _cpu_flags().encode()])).hexdigest()[:16]
+    directory = cache_dir()
+    library = directory / f"lif_cpu-{key}.so"
+    BUILD_INFO.update(compiler=path, flags=" ".join(CFLAGS), library=str(library), build_seconds=None)
+    if not library.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        os.close(fd)
+        start = time.perf_counter()
+        try:
+            result = subprocess.run([path, *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"{cc} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
+            os.replace(tmp, library)  # atomic: a concurrent first call loads either file, never half of one
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        BUILD_INFO["build_seconds"] = round(time.perf_counter() - start, 2)
+        _log.info("snn: built the fused CPU LIF kernel (%s) in %.2f s: %s", os.path.basename(path),
+                  BUILD_INFO["build_seconds"], library)
+    lib = ctypes.CDLL(str(library))
+    lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
+    lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
+    return lib
+
+
+def load():
+    """The compiled library, built on first use; None (after one warning) where it cannot be built."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                _lib = _build()
+            except Exception as exc:  # no compiler, a failed build, an unloadable library
+                BUILD_INFO["error"] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"snn: the fused CPU LIF kernel is unavailable ({exc}); the torch backend uses its eager "
+                    "implementation on the CPU (correct, several times slower). Install a C compiler with OpenMP "
+                    "(e.g. gcc) or point SNN_CC at one.", RuntimeWarning, stacklevel=3)
+                _lib = None
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    return load() is not None
+
+
+def _reset_for_tests() -> None:
+    """Forget the loaded library so that the next call builds (or fails) again."""
+    global _lib, _tried
+    with _lock:
+        _lib, _tried = None, False
+        BUILD_INFO.clear()
+
+
+def supports(x: torch.Tensor, *others) -> bool:
+    """Whether the fused path runs this call (a CPU float32/bfloat16/float16 input, library built)."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and all(
+        not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in others) and available()
+
+
+# ------------------------------------------------------------------------------------------------
+# launchers
+# ------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=256)
+def _round(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (as PyTorch rounds a Python number in a sum or a comparison)."""
+    return torch.tensor(value, dtype=torch.float64).to(dtype).item()
+
+
+@functools.lru_cache(maxsize=256)
+def _f32(value: float) -> float:
+    return torch.tensor(value, dtype=torch.float64).to(torch.float32).item()
+
+
+def _as_btn(t: torch.Tensor, B: int, T: int, N: int) -> torch.Tensor:
+    """``t [B, T, ...]`` as ``[B, T, N]``: a view where the neuron dims collapse, else a copy."""
+    try:
+        return t.view(B, T, N)
+    except RuntimeError:
+        return t.reshape(B, T, N).contiguous()
+
+
+def _as_bn(t: torch.Tensor, B: int, N: int) -> torch.Tensor:
+    try:
+        return t.view(B, N)
+    except RuntimeError:
+        return t.reshape(B, N).contiguous()
+
+
+def _params(tau, thresh, dtype: torch.dtype, neuron_shape, N: int) -> torch.Tensor:
+    """The ``[PARAM_ROWS, n]`` fp32 table of tau/thresh as each use rounds them (csrc header)."""
+    per_neuron = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
+    if not per_neuron:
+        return _scalar_params(tau, thresh, dtype)
+    return _build_params(tau, thresh, dtype, neuron_shape, N, per_neuron)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_params(tau: float, thresh: float, dtype: torch.dtype) -> torch.Tensor:
+    """The table for number tau/thresh (cached: the kernels only read it)."""
+    return _build_params(tau, thresh, dtype, (1,), 1, False)
+
+
+def _build_params(tau, thresh, dtype, neuron_shape, N, per_neuron) -> torch.Tensor:
+    table = torch.empty(PARAM_ROWS, N if per_neuron else 1, dtype=torch.float32)
+
+    def put(row, value):
+        if isinstance(value, torch.Tensor):
+            table[row].view(neuron_shape).copy_(value.detach().expand(neuron_shape))
+        else:
+            table[row].fill_(value)
+
+    if isinstance(tau, torch.Tensor):
+        put(0, tau.to(dtype))
+        put(1, tau.to(torch.float32))
+    else:
+        put(0, _f32(tau))  # a product uses the Python number in fp32, whatever the dtype
+        put(1, _f32(tau))
+    if isinstance(thresh, torch.Tensor):
+        put(2, thresh.to(dtype))
+        put(3, thresh.to(dtype))
+        put(4, thresh.to(torch.float32))
+    else:
+        put(2, _round(thresh, dtype))  # a difference or comparison rounds it to the dtype first
+        put(3, _f32(thresh))
+        put(4, _f32(thresh))
+    return table
+
+
+@functools.lru_cache(maxsize=64)
+def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
+    alpha = spec.surrogate_alpha
+    if spec.surrogate == "triangle":
+        return _Surrogate(_round(alpha, dtype), _f32(alpha), _f32(1.0 / alpha / alpha), 0.0)
+    if spec.surrogate == "sigmoid":
+        return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)
+    if spec.surrogate == "atan":
+        return _Surrogate(0.0, _f32(alpha), _f32(math.pi / 2 * alpha), _f32(alpha / 2))
+    return _Surrogate(0.0, _f32(alpha), _round(0.5 / alpha, dtype), 0.0)
+
+
+def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool):
+    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward."""
+    lib = load()
+    B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
+    N = math.prod(neuron_shape)
+    spikes = empty_like_input(x, time_major)
+    h = empty_like_input(x, time_major) if save_h else None
+    v = torch.empty((B, *neuron_shape), dtype=x.dtype)
+    if B * T * N == 0:
+        if T == 0:
+            v.copy_(torch.zeros_like(v) if v0 is None else v0.to(x.dtype))
+        return spikes, h, v
+    x3, s3 = _as_btn(x, B, T, N), spikes.view(B, T, N)
+    table = _params(tau, thresh, x.dtype, neuron_shape, N)
+    v0_2 = None if v0 is None else _as_bn(v0.detach().to(x.dtype), B, N)
+    mode = 2 if spec.reset == "soft" else (1 if spec.v_reset != 0.0 else 0)
+    args = _FwdArgs(
+        B, T, N, x3.data_ptr(), *x3.stride(), s3.data_ptr(), 0 if h is None else h.data_ptr(), *s3.stride(),
+        table.data_ptr(), table.shape[1],
+        0 if v0_2 is None else v0_2.data_ptr(), *(v0_2.stride() if v0_2 is not None else (0, 0)),
+        v.data_ptr(), _round(spec.v_reset, x.dtype),
+    )
+    if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
+        raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
+    return spikes, h, v
+
+
+def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0=None, time_major=False,
+                     need_tau=False, need_thresh=False, need_v0=False):
+    """``(g_x, g_tau, g_thresh, g_v0)`` by the C reverse scan (None where not needed).
+
+    The kernel recomputes ``h`` from the saved input ``x`` tile by tile (kept in a per-thread
+    buffer), then runs the reverse recurrence: the forward saves no tensor of its own.
+    """
+    lib = load()
+    B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
+    N = math.prod(neuron_shape)
+    dtype = x.dtype
+    grad_x = empty_like_input(x, time_major)
+    grad_v0 = torch.empty((B, *neuron_shape), dtype=dtype) if need_v0 else None
+    need_tau = need_tau and isinstance(tau, torch.Tensor)
+    need_thresh = need_thresh and isinstance(thresh, torch.Tensor)
+    g_tau = torch.empty(N, dtype=torch.float32) if need_tau else None
+    g_th = torch.empty(N, dtype=torch.float32) if need_thresh else None
+    if B * T * N == 0:
+        grad_x.zero_()
+        if grad_v0 is not None:
+            grad_v0.copy_(torch.zeros_like(grad_v0) if grad_v is None or T > 0 else grad_v)
+        g_tau = None if g_tau is None else g_tau.zero_()
+        g_th = None if g_th is None else g_th.zero_()
+    else:
+        if grad_spikes is None:
+            grad_spikes = torch.zeros((), dtype=dtype).expand(x.shape)
+        gs3 = _as_btn(grad_spikes.to(dtype), B, T, N)
+        x3, gx3 = _as_btn(x, B, T, N), grad_x.view(B, T, N)
+        gv2 = None if grad_v is None else _as_bn(grad_v.to(dtype), B, N)
+        v02 = None if v0 is None else _as_bn(v0.detach().to(dtype), B, N)
+        table = _params(tau, thresh, dtype, neuron_shape, N)
+        work = torch.empty(2, B, N, dtype=torch.float32) if (need_tau or need_thresh) else None
+        args = _BwdArgs(
+            B, T, N, gs3.data_ptr(), *gs3.stride(), x3.data_ptr(), *x3.stride(), gx3.data_ptr(), *gx3.stride(),
+            table.data_ptr(), table.shape[1],
+            0 if gv2 is None else gv2.data_ptr(), *(gv2.stride() if gv2 is not None else (0, 0)),
+            0 if v02 is None else v02.data_ptr(), *(v02.stride() if v02 is not None else (0, 0)),
+            0 if grad_v0 is None else grad_v0.data_ptr(),
+            0 if g_tau is None else g_tau.data_ptr(), 0 if g_th is None else g_th.data_ptr(),
+            0 if work is None else work.data_ptr(),
+            _f32(spec.v_reset), _round(spec.v_reset, dtype), int(spec.detach_reset), _surrogate_consts(spec, dtype),
+            spec.surrogate_id, int(spec.reset == "soft"),
+        )
+        rc = lib.lif_backward(DTYPES[dtype], spec.surrogate_id, int(spec.reset == "soft"), ctypes.byref(args),
+                              torch.get_num_threads())
+        if rc != 0:
+            raise (MemoryError if rc == -2 else RuntimeError)(f"lif_cpu: the C backward failed ({rc})")
+    if g_tau is not None:
+        g_tau = g_tau.view(neuron_shape).sum_to_size(tau.shape).to(tau.dtype)
+    if g_th is not None:
+        g_th = g_th.view(neuron_shape).sum_to_size(thresh.shape).to(thresh.dtype)
+    if grad_v0 is not None:
+        grad_v0 = grad_v0.to(v0.dtype)
+    return grad_x, g_tau, g_th, grad_v0
+
+
+class LIFCpuFunction(torch.autograd.Function):
+    """Saves the input ``x`` (which the caller or its producer holds anyway: no new bytes per
+    neuron-step) and, where they are tensors, tau / thresh / v0; the backward recomputes ``h``."""
+
+    @staticmethod
+    def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, return_h: bool, time_major: bool):
+        needs_grad = any(ctx.needs_input_grad[:4])
+        spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=return_h)
+        ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
+        if needs_grad:
+            ctx.save_for_backward(x, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars = (tau, thresh)
+        ctx.spec = spec
+        ctx.time_major = time_major
+        if not return_h:
+            return spikes, v, None
+        ctx.mark_non_differentiable(h)
+        return spikes, v, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_spikes, grad_v, _grad_h):
+        x, *saved = ctx.saved_tensors
+        tau, thresh = ctx.scalars
+        it = iter(saved)
+        tau = next(it) if ctx.tensor_params[0] else tau
+        thresh = next(it) if ctx.tensor_params[1] else thresh
+        v0 = next(it) if ctx.tensor_params[2] else None
+        if grad_spikes is None and grad_v is None:
+            return None, None, None, None, None, None, None
+        needs = ctx.needs_input_grad
+        grads = lif_cpu_backward(grad_spikes, x, tau, thresh, ctx.spec, grad_v, v0, ctx.time_major,
+                                 need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3])
+        return (*grads, None, None, None)
+
+
+def lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    """The core of :func:`snn.neuron.make_lif_function` for the fused path (call :func:`supports` first)."""
+    spikes, v, h = LIFCpuFunction.apply(x, tau, thresh, v0, spec, return_h, time_major)
+    return spikes, (v if return_v else None), h
+
+
+def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    """The fused C kernel for CPU float32/bfloat16/float16 tensors; the eager ``snn.lif_torch`` elsewhere."""
+    if supports(x, tau, thresh, v0):
+        return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    from snn.lif_torch import _torch_core
+
+    return _torch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+
+
+# What the ``torch`` backend runs: this file's C kernel on the CPU, snn.lif_torch's eager code elsewhere.
+lif_torch_fused = make_lif_function(_dispatch_core, "lif_torch")

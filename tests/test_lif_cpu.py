@@ -1,0 +1,91 @@
+"""The fused CPU kernel (snn/lif_cpu.py, snn/csrc/lif_cpu.c) beyond the contract test.
+
+The contract (tests/test_lif_contract.py) proves the ``torch`` backend, which runs this kernel on
+CPU tensors, against the reference for every option, dtype and layout. Here: bit-identity with the
+eager implementation it replaces, thread-count independence of the parameter gradients, what the
+forward saves, and the fallback (one warning) where no C compiler is found.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from snn import lif_cpu
+from snn.lif_torch import lif_torch
+from snn.neuron import LIFSpec
+
+pytestmark = pytest.mark.skipif(not lif_cpu.available(), reason=f"fused CPU kernel not built: {lif_cpu.BUILD_INFO.get('error')}")
+
+
+def _run(fn, x, g, dtype, time_dim=1, tau=0.5, thresh=1.0, spec=LIFSpec()):
+    x = x.to(dtype).requires_grad_()
+    s = fn(x, tau, thresh, spec=spec, time_dim=time_dim)
+    leaves = [x] + [t for t in (tau, thresh) if isinstance(t, torch.Tensor)]
+    return s.detach(), torch.autograd.grad((s * g.to(dtype)).sum(), leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("layout", ["contiguous", "time_major", "stride0", "odd"])
+def test_equals_the_eager_backend_bit_for_bit(dtype, layout):
+    """Seed neuron: spikes and grad_x identical to snn.lif_torch (itself bit-identical to the reference in fp32)."""
+    gen = torch.Generator().manual_seed(1)
+    shape = {"contiguous": (5, 7, 600), "time_major": (7, 5, 600), "stride0": (5, 600), "odd": (3, 1, 5, 13)}[layout]
+    x = 0.6 + 0.6 * torch.randn(shape, generator=gen)
+    time_dim = 0 if layout == "time_major" else 1
+    if layout == "stride0":
+        x = x.unsqueeze(1).expand(5, 7, 600)
+    g = torch.randn(x.shape, generator=gen)
+    s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, dtype, time_dim)
+    s_eager, (g_eager,) = _run(lif_torch, x, g, dtype, time_dim)
+    assert torch.equal(s_fused, s_eager), f"{layout} {dtype}: spikes differ at {(s_fused != s_eager).sum().item()} positions"
+    assert torch.equal(g_fused, g_eager), f"{layout} {dtype}: grad_x differs (max {(g_fused - g_eager).abs().max().item()})"
+
+
+def test_parameter_gradients_do_not_depend_on_the_thread_count():
+    gen = torch.Generator().manual_seed(2)
+    x = 0.6 + 0.6 * torch.randn(64, 6, 1000, generator=gen)
+    g = torch.randn(x.shape, generator=gen)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            tau = torch.full((1000,), 0.5, requires_grad=True)
+            thresh = torch.full((1000,), 1.0, requires_grad=True)
+            grads.append(_run(lif_cpu.lif_torch_fused, x, g, torch.float32, tau=tau, thresh=thresh, spec=LIFSpec(reset="soft"))[1])
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            assert torch.equal(a, b), "gradients changed with the thread count"
+
+
+def test_forward_saves_only_the_input():
+    """The backward recomputes h from x: no tensor of the forward's own is kept (0 new bytes per neuron-step)."""
+    x = torch.randn(4, 6, 100).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        lif_cpu.lif_torch_fused(x)
+    assert len(saved) == 1 and saved[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+
+
+def test_falls_back_to_eager_with_one_warning_without_a_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("SNN_CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SNN_CACHE_DIR", str(tmp_path / "cache"))
+    lif_cpu._reset_for_tests()
+    try:
+        x = (0.6 + 0.6 * torch.randn(3, 4, 10)).requires_grad_()
+        with pytest.warns(RuntimeWarning, match="fused CPU LIF kernel is unavailable"):
+            s = lif_cpu.lif_torch_fused(x)
+        assert not lif_cpu.available() and "no-such-cc" in lif_cpu.BUILD_INFO["error"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # one warning, not one per call
+            s2 = lif_cpu.lif_torch_fused(x)
+        assert torch.equal(s, lif_torch(x)) and torch.equal(s2, s)
+    finally:
+        monkeypatch.undo()
+        lif_cpu._reset_for_tests()
+    assert lif_cpu.available()
