@@ -128,7 +128,7 @@ def _make_compiled(x: torch.Tensor, g: torch.Tensor) -> Runner:
 
 def _make_triton(x: torch.Tensor, g: torch.Tensor) -> Runner:
     try:
-        from kernels import INTERPRETED, lif_spike
+        from snn.kernels import INTERPRETED, lif_spike
     except ImportError as exc:
         raise Unavailable(f"kernels.lif_spike could not be imported ({exc})") from exc
     runner = Runner(fn=functools.partial(lif_spike, tau=TAU, thresh=THRESH, gamma=GAMMA), x=_leaf(x), g=g)

@@ -69,7 +69,7 @@ class CaseStore:
     def interpreted(self, contender: Contender) -> bool:
         if contender.key != "c4-triton":
             return False
-        from kernels import INTERPRETED
+        from snn.kernels import INTERPRETED
 
         return bool(INTERPRETED)
 

@@ -147,7 +147,7 @@ def _views(cfg: Config):
 def _launch_of(cfg: Config):
     import torch
 
-    import kernels.lif as L
+    import snn.kernels.lif as L
     from snn.neuron import LIFSpec
 
     dtype, x, out, h = _views(cfg)
@@ -332,7 +332,7 @@ def _analyse_binary(ptx: str, cubin: bytes, elems: int, num_warps: int) -> dict:
 def analyse(configs: list[Config] | None = None, fp_fusion: bool | None = None) -> list[dict]:
     """Records for ``configs`` (default: DEFAULT_CONFIGS), compiled in a child process if needed."""
     configs = DEFAULT_CONFIGS if configs is None else configs
-    import kernels.lif as L
+    import snn.kernels.lif as L
 
     if not L.INTERPRETED:
         return [compile_config(c, fp_fusion=fp_fusion) for c in configs]

@@ -114,7 +114,7 @@ def test_train_step(benchmark, pytestconfig, bench_device, bench_budget, collect
 def test_train_backends_agree(bench_device, collector):
     """One step's loss and parameter gradients: triton backend == torch backend (same weights, same
     batch). On CPU this is how the interpreted triton backend is covered."""
-    from kernels import INTERPRETED
+    from snn.kernels import INTERPRETED
 
     batch = 32 if bench_device.type != "cuda" else 128
     gen = torch.Generator().manual_seed(0)

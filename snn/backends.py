@@ -69,7 +69,7 @@ def _load_triton() -> LIFFunction:
             f"backend 'triton' needs the 'triton' package, which could not be imported ({exc}); "
             "install it (pip install -e .) or use --backend torch."
         ) from exc
-    from kernels import lif_spike  # a failure here is a bug in kernels/: let its traceback show
+    from snn.kernels import lif_spike  # a failure here is a bug in kernels/: let its traceback show
 
     return lif_spike
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import train
+from snn.cli import train
 from snn.checkpoint import load_checkpoint, model_from_checkpoint
 from snn.model import MLPConfig, SpikingMLP
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from snn.cli import train
 from snn.checkpoint import load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import infer
+from snn.cli import infer
 from snn.checkpoint import save_checkpoint, versions
 from snn.data import IDX_FILES, read_idx, to_float_images
 from snn.model import MLPConfig, SpikingMLP

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels.lif as L  # first: it picks the interpreter before the @triton.jit below is decorated
+import snn.kernels.lif as L  # first: it picks the interpreter before the @triton.jit below is decorated
 import triton
 import triton.language as tl
-from kernels import lif_spike
-from kernels.lif import _round_to_side
+from snn.kernels import lif_spike
+from snn.kernels.lif import _round_to_side
 from snn.lif import lif_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -572,7 +572,7 @@ def test_interpreter_chosen_without_cuda_and_notice_logged_once(device):
         """
         import torch, triton, triton.language  # imported before kernels on purpose
         import os
-        from kernels import lif_spike, INTERPRETED
+        from snn.kernels import lif_spike, INTERPRETED
         x = torch.rand(2, 3, 5, requires_grad=True)
         lif_spike(x).sum().backward()
         lif_spike(x)
@@ -591,7 +591,7 @@ def test_explicit_user_setting_is_respected(device):
     proc = _run_python(
         """
         import torch
-        from kernels import lif_spike, INTERPRETED
+        from snn.kernels import lif_spike, INTERPRETED
         import os
         try:
             lif_spike(torch.rand(2, 3, 5))

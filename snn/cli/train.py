@@ -1,0 +1,403 @@
+"""Train the spiking MLP on MNIST and keep the best checkpoint.
+
+    python train.py                         # torch backend, 20 epochs, checkpoints/mnist_mlp.pth
+    python train.py --backend triton --batch-size 1024 --amp     # fused kernel, bf16 autocast (GPU)
+    python train.py --resume                # continue from the last completed epoch
+
+Writes, beside ``--checkpoint``: the best checkpoint (``mnist_mlp.pth``), the last completed epoch
+for ``--resume`` (``mnist_mlp.last.pth``) and one JSON line per epoch (``mnist_mlp.metrics.jsonl``).
+A new run refuses to start over the checkpoints of an earlier one: continue it with ``--resume``,
+replace it with ``--overwrite`` or pass another ``--checkpoint``. While a run trains it holds
+``mnist_mlp.lock``, so a second run on the same checkpoint is refused instead of interleaving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from snn.backends import BACKENDS
+from snn.checkpoint import (MAX_TIME_STEPS, RunLock, append_line, check_output_file, deferred_interrupt,
+                            load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
+                            validate_weights, versions)
+from snn.data import load_mnist
+from snn.device import DEVICE_CHOICES, resolve_device
+from snn.distributed import SINGLE, World
+from snn.distributed import setup as setup_distributed
+from snn.distributed import teardown as teardown_distributed
+from snn.cli import run_script
+from snn.errors import UserError, run_cli
+from snn.model import MLPConfig, SpikingMLP
+from snn.neuron import RESETS, SURROGATES
+from snn.training import Diverged, evaluate, make_optimizer, train_one_epoch
+
+log = logging.getLogger("train")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="LIF implementation: torch, triton (fused kernel) or reference (the seed's loop); default: torch")
+    parser.add_argument("--epochs", type=int, default=20, help="total epochs to train (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the one-cycle schedule (default: 1e-3)")
+    parser.add_argument("--time-steps", type=int, default=6, help=f"simulation steps T, 1..{MAX_TIME_STEPS} (default: 6)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
+    parser.add_argument("--data-dir", default="data", help="MNIST root in torchvision's layout (default: data/)")
+    parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth", help="best checkpoint path")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a new run even though --checkpoint holds an earlier run's model (it is replaced)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic on CPU)")
+    parser.add_argument("--train-samples", type=int, default=None, metavar="N", help="use only the first N training images")
+    parser.add_argument("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
+    parser.add_argument("--max-shift", type=int, default=2, metavar="PX",
+                        help="random translation of training images by up to PX pixels (0 = off; default: 2)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
+    neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s")
+    neuron.add_argument("--v-reset", type=float, default=0.0, help="potential after a hard reset (default: 0)")
+    neuron.add_argument("--detach-reset", action="store_true", help="no gradient through the reset's use of the spike")
+    neuron.add_argument("--surrogate", choices=tuple(SURROGATES), default="triangle", help="surrogate of ds/dh (default: triangle)")
+    neuron.add_argument("--alpha", type=float, default=None,
+                        help="the surrogate's parameter (default: triangle 1, sigmoid 4, atan 2, rectangle 1)")
+    neuron.add_argument("--learn-tau", action="store_true", help="one learnable tau per hidden neuron")
+    neuron.add_argument("--learn-thresh", action="store_true", help="one learnable threshold per hidden neuron")
+    args = parser.parse_args(argv)
+    for name in ("epochs", "batch_size", "time_steps", "train_samples", "test_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.time_steps > MAX_TIME_STEPS:
+        parser.error(f"--time-steps must be at most {MAX_TIME_STEPS}")
+    if args.max_shift < 0:
+        parser.error("--max-shift must be 0 or more")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite positive number, got {args.lr}")
+    try:
+        model_config(args)
+    except ValueError as exc:  # LIFSpec's sentence, e.g. a v_reset with a soft reset
+        parser.error(str(exc).replace("v_reset", "--v-reset").replace("alpha", "--alpha"))
+    return args
+
+
+# MLPConfig fields set from the command line (flag name = field name).
+CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh")
+
+
+def model_config(args: argparse.Namespace) -> MLPConfig:
+    return MLPConfig(**{name: getattr(args, name) for name in CONFIG_ARGS}).checked()
+
+
+# Arguments that fix the LR schedule, the data order or the data itself: a resumed run must use the
+# values the run started with (they are stored in the .last.pth) or it would silently train a
+# different schedule. --backend, --device, --amp, --no-progress and --data-dir may change.
+RESUME_ARGS = ("epochs", "batch_size", "lr", "time_steps", "seed", "train_samples", "test_samples", "max_shift")
+
+
+def sidecar(checkpoint: Path, suffix: str) -> Path:
+    """``checkpoints/mnist_mlp.pth`` -> ``checkpoints/mnist_mlp<suffix>``."""
+    return checkpoint.with_name(checkpoint.stem + suffix)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def flag(name: str, value) -> str:
+    """``("train_samples", 2000)`` -> ``--train-samples 2000`` (``None`` reads as "all")."""
+    return f"--{name.replace('_', '-')} {'all' if value is None else value}"
+
+
+@dataclass
+class RunState:
+    """What this run has on disk, for the message when Ctrl-C stops it."""
+
+    last_path: Path
+    last_epoch: int | None = None  # the epoch in last_path that this run wrote or resumed from
+    started: bool = False  # past the up-front checks, so the files in last_path belong to this run
+
+    def interrupted_message(self) -> str:
+        if not self.started:
+            return "interrupted before training started; no file was changed."
+        if self.last_epoch is None:
+            return "interrupted during the first epoch; this run saved nothing yet (start it again)."
+        return (f"interrupted: epoch {self.last_epoch} is the last completed one, saved in {self.last_path} "
+                "(continue with --resume); the best checkpoint is intact.")
+
+
+@dataclass
+class Paths:
+    checkpoint: Path
+    last: Path
+    metrics: Path
+    lock: Path
+
+    @classmethod
+    def of(cls, checkpoint: str) -> "Paths":
+        path = Path(checkpoint)
+        for suffix in (".last.pth", ".metrics.jsonl", ".lock"):
+            if path.name.endswith(suffix):
+                best = path.name[: -len(suffix)] + ".pth"
+                raise UserError(f"--checkpoint {path} names a file that train.py writes beside the best checkpoint; "
+                                f"pass the best checkpoint's path instead (--checkpoint {path.with_name(best)}).")
+        return cls(path, sidecar(path, ".last.pth"), sidecar(path, ".metrics.jsonl"), sidecar(path, ".lock"))
+
+    def check_writable(self) -> None:
+        check_output_file(self.checkpoint, "checkpoint")
+        check_output_file(self.last, "checkpoint")
+        check_output_file(self.metrics, "metrics file")
+
+
+def refuse_to_replace(paths: Paths) -> None:
+    """A new run never silently replaces an earlier run's checkpoints."""
+    existing = [path for path in (paths.checkpoint, paths.last) if os.path.lexists(path)]
+    if existing:
+        raise UserError(f"{existing[0]} already holds a model from an earlier run; continue that run with --resume, "
+                        "replace it with --overwrite, or pass another --checkpoint PATH.")
+
+
+TRAIN_STATE_KEYS = {"optimizer": dict, "scheduler": dict, "rng": dict, "best_accuracy": float, "epochs": int, "batch_size": int}
+
+
+def load_resume_state(paths: Paths, args: argparse.Namespace, config: MLPConfig, device) -> dict:
+    """The ``.last.pth`` to resume from, checked against this command line before any work."""
+    last = paths.last
+    if not os.path.lexists(last):
+        hint = (f" ({paths.checkpoint} is a best checkpoint, which holds no training state)"
+                if paths.checkpoint.exists() else "")
+        raise UserError(f"--resume: {last} does not exist{hint}; start a new run without --resume.")
+    state = load_checkpoint(last, map_location=device)
+    train_state, meta = state.get("train_state"), state.get("meta")
+    if not isinstance(train_state, dict):
+        raise UserError(f"--resume: {last} holds no training state: it is a best checkpoint, not the "
+                        ".last.pth that train.py writes for --resume.")
+    for key, kind in TRAIN_STATE_KEYS.items():
+        if not isinstance(train_state.get(key), kind) or isinstance(train_state.get(key), bool):
+            raise UserError(f"--resume: {last} has a damaged training state ({key} is missing or not a {kind.__name__}).")
+    if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not 1 <= meta["epoch"] <= train_state["epochs"]:
+        raise UserError(f"--resume: {last} has a damaged training state (no valid completed epoch).")
+    stored_config = validate_config(state.get("config"), last)
+    validate_weights(state.get("model_state"), stored_config, last)
+    stored = dict(train_state.get("args") or {"epochs": train_state["epochs"], "batch_size": train_state["batch_size"]})
+    stored.setdefault("time_steps", stored_config.time_steps)
+    ours = {name: getattr(args, name) for name in RESUME_ARGS}
+    changed = [name for name in RESUME_ARGS if name in stored and stored[name] != ours[name]]
+    if not changed and stored_config != config:
+        differ = [n for n in CONFIG_ARGS if getattr(stored_config, n) != getattr(config, n)]
+        if differ:
+            raise UserError(
+                f"--resume: {last} holds a model built with {' '.join(flag(n, getattr(stored_config, n)) for n in differ)}, "
+                f"not {' '.join(flag(n, getattr(config, n)) for n in differ)}; resume with the options the run started "
+                "with or start a new run with --overwrite."
+            )
+        raise UserError(f"--resume: {last} holds a model with config {stored_config.to_dict()}, which this train.py "
+                        f"does not build ({config.to_dict()}); start a new run with --overwrite.")
+    if changed:
+        names = changed
+        raise UserError(
+            f"--resume: {last} was started with {' '.join(flag(n, stored.get(n)) for n in names)}, "
+            f"not {' '.join(flag(n, ours[n]) for n in names)}; resume with the values the run started with "
+            "(they fix the LR schedule and the data order) or start a new run with --overwrite."
+        )
+    return state
+
+
+def restore(state: dict, path: Path, model, optimizer, scheduler) -> None:
+    train_state = state["train_state"]
+    try:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(train_state["optimizer"])
+        scheduler.load_state_dict(train_state["scheduler"])
+        set_rng_state(train_state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"--resume: {path} has a damaged training state ({detail}).") from exc
+
+
+def next_step_command(args: argparse.Namespace, checkpoint: Path) -> str:
+    """An inference command that works anywhere (no terminal needed): one random test image."""
+    words = ["python", "infer.py", "--checkpoint", str(checkpoint), "--backend", args.backend, "--random"]
+    if args.data_dir != "data":
+        words += ["--data-dir", args.data_dir]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+class _DropKernelNotice(logging.Filter):
+    """train.py announces the interpreter itself, before the progress bar; the kernel's own notice
+    would otherwise appear in the middle of the bar at the first launch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "interpreter" not in record.getMessage()
+
+
+def interpreter_notice(backend: str, device: torch.device) -> str | None:
+    if backend != "triton" or device.type == "cuda":
+        return None
+    import snn.kernels as kernels
+
+    if not kernels.INTERPRETED:
+        return None
+    logging.getLogger("snn.kernels.lif").addFilter(_DropKernelNotice())
+    return ("note: --backend triton without CUDA runs the kernel in Triton's CPU interpreter: correct, but "
+            "roughly 100-200x slower than --backend torch (seconds per batch instead of milliseconds).")
+
+
+def run(args: argparse.Namespace, status: RunState | None = None) -> int:
+    paths = Paths.of(args.checkpoint)
+    status = status or RunState(paths.last)
+    world, device = setup_distributed(args.device)  # under torchrun: this rank's device
+    device = device or resolve_device(args.device)
+    try:
+        if not world.is_main:  # one voice: rank 0 prints, shows progress and writes every file
+            sys.stdout = open(os.devnull, "w")
+            args.no_progress = True
+            return train(args, paths, device, status, world)
+        paths.check_writable()
+        with RunLock(paths.lock):
+            for path in (paths.checkpoint, paths.last):
+                remove_stale_temp_files(path)
+            return train(args, paths, device, status, world)
+    finally:
+        teardown_distributed(world)
+
+
+def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: RunState, world: World = SINGLE) -> int:
+    config = model_config(args)
+    resume_state = None
+    if args.resume:
+        resume_state = load_resume_state(paths, args, config, device)
+        stored_world = resume_state["train_state"].get("world_size", 1)
+        if stored_world != world.size:
+            raise UserError(f"--resume: {paths.last} was trained by {stored_world} process(es) (torchrun "
+                            f"--nproc_per_node), not {world.size}; resume with the same number (it fixes the global batch).")
+    elif not args.overwrite:
+        refuse_to_replace(paths)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+
+    data = load_mnist(args.data_dir).limit_train(args.train_samples).limit_test(args.test_samples)
+    print(f"dataset: {data.source}")
+    data_info = {"name": data.name, "train": len(data.train_labels), "test": len(data.test_labels)}
+    if resume_state is not None:
+        stored = resume_state["train_state"].get("data")
+        if stored is not None and stored != data_info:
+            raise UserError(f"--resume: {paths.last} was trained on the {stored['name']} ({stored['train']} train / "
+                            f"{stored['test']} test images), but this run found the {data.name} ({data_info['train']} / "
+                            f"{data_info['test']}); point --data-dir at the data the run started with.")
+    data = data.to(device)
+    model = SpikingMLP(config, backend=args.backend).to(device)
+    steps_per_epoch = -(-len(data.train_labels) // (args.batch_size * world.size))
+    optimizer, scheduler = make_optimizer(model.parameters(), args.lr, args.epochs * steps_per_epoch)
+
+    start_epoch, best_accuracy = 1, -1.0
+    if resume_state is not None:
+        restore(resume_state, paths.last, model, optimizer, scheduler)
+        train_state = resume_state["train_state"]
+        start_epoch, best_accuracy = resume_state["meta"]["epoch"] + 1, train_state["best_accuracy"]
+        status.last_epoch = resume_state["meta"]["epoch"]
+        print(f"resuming after epoch {status.last_epoch} (best test accuracy so far {best_accuracy:.4f})")
+        if start_epoch > args.epochs:
+            print(f"nothing to do: all {args.epochs} epochs are complete.")
+            return 0
+    status.started = True
+    trained = model  # what is saved: the module itself, never the DDP wrapper
+    if world.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        print(f"data parallel: {world.size} processes, batch {args.batch_size} each ({args.batch_size * world.size} per step)")
+    print(f"backend: {args.backend}   device: {device}   amp: {args.amp}   epochs: {args.epochs}   batch: {args.batch_size}")
+    notice = interpreter_notice(args.backend, device)
+    if notice:
+        print(notice, flush=True)
+
+    if world.is_main:
+        append_line(paths.metrics, json.dumps({"event": "start", "dataset": data.source, "backend": args.backend,
+                                               "device": str(device), "args": vars(args), "versions": versions()}))
+    for epoch in range(start_epoch, args.epochs + 1):
+        progress = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=len(data.train_labels), desc=f"epoch {epoch}/{args.epochs}", unit="img", leave=False)
+        epoch_start = time.perf_counter()
+        try:
+            loss, train_accuracy, samples_per_s = train_one_epoch(
+                model, optimizer, scheduler, data.train_images, data.train_labels,
+                batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp,
+                max_shift=args.max_shift, progress=progress, world=world,
+            )
+        except Diverged as exc:
+            kept = (f"{paths.last} still holds epoch {status.last_epoch}" if status.last_epoch is not None
+                    else "nothing was saved")
+            raise UserError(f"training diverged in epoch {epoch}: {exc.what}; nothing from this epoch was saved "
+                            f"({kept}); use a lower --lr than {args.lr:g}.") from exc
+        finally:
+            if progress is not None:
+                progress.close()
+        accuracy = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world)
+        seconds = time.perf_counter() - epoch_start
+        meta = {"epoch": epoch, "accuracy": accuracy, "dataset": data.source, "backend": args.backend,
+                "versions": versions(), "train_samples": len(data.train_labels)}
+        payload = {"model_state": trained.state_dict(), "config": config.to_dict(), "meta": meta}
+        improved = accuracy > best_accuracy
+        best_accuracy = max(best_accuracy, accuracy)
+        record = {"event": "epoch", "epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
+                  "test_accuracy": accuracy, "lr": scheduler.get_last_lr()[0], "samples_per_s": samples_per_s,
+                  "epoch_seconds": seconds, "best": improved}
+        if not world.is_main:
+            continue
+        with deferred_interrupt():  # Ctrl-C here lets the three writes finish, then stops
+            if improved:
+                save_checkpoint(paths.checkpoint, payload)
+            save_checkpoint(paths.last, {**payload, "train_state": {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                "best_accuracy": best_accuracy, "epochs": args.epochs, "batch_size": args.batch_size,
+                "args": {name: getattr(args, name) for name in RESUME_ARGS}, "data": data_info,
+                "world_size": world.size}})
+            status.last_epoch = epoch
+            append_line(paths.metrics, json.dumps(record))
+        print(f"epoch {epoch:3d}/{args.epochs}  loss {loss:.4f}  train acc {train_accuracy:.4f}  "
+              f"test acc {accuracy:.4f}{'  *best*' if improved else ''}  {samples_per_s:,.0f} samples/s  {seconds:.1f} s")
+    if world.enabled:
+        difference = world.max_parameter_difference(trained)
+        print(f"weights identical on all {world.size} ranks" if difference == 0 else
+              f"warning: the ranks' weights differ by up to {difference:.3g}")
+    print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}, saved to {paths.checkpoint}")
+    print(f"run inference: {next_step_command(args, paths.checkpoint)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = parse_args(argv)
+    status = RunState(sidecar(Path(args.checkpoint), ".last.pth"))
+    return run_cli(lambda parsed: run(parsed, status), args, status.interrupted_message)
+
+
+
+def script() -> None:
+    """Entry point of ``python train.py`` and of the installed ``snn-train`` command."""
+    run_script(main)
