@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from snn.backends import check_supported, features_used, get_lif_function
-from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
+from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, resolve_spec
 
 
 def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | None = None, *, backend: str = "torch",
@@ -25,10 +25,11 @@ def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: fl
     implementation (:func:`snn.neuron.make_lif_function`): the options as keywords or as
     ``spec=LIFSpec(...)``. A backend that lacks an option says so in one sentence.
     """
-    if spec is None:
-        if gamma is not None and alpha is not None:
-            raise ValueError("lif_spike: give the surrogate's parameter once: gamma is the seed's name for alpha")
-        spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha if gamma is None else gamma)
+    try:
+        spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
+                            surrogate=surrogate, alpha=alpha)
+    except ValueError as exc:
+        raise ValueError(f"lif_spike: {exc}") from None
     tensor_params = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
     check_supported(backend, features_used(spec, tensor_params=tensor_params, v0=v0 is not None,
                                            return_v=return_v, return_h=return_h, time_dim=time_dim),
@@ -66,9 +67,11 @@ class LIFSpike(nn.Module):
         backend: str = "torch",
     ):
         super().__init__()
-        if gamma is not None and alpha is not None:
-            raise ValueError("LIFSpike: give the surrogate's parameter once: gamma is the seed's name for alpha")
-        self.spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha if gamma is None else gamma)
+        try:
+            self.spec = resolve_spec(None, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
+                                     surrogate=surrogate, alpha=alpha)
+        except ValueError as exc:
+            raise ValueError(f"LIFSpike: {exc}") from None
         self.time_dim = time_dim
         for name, value, learn in (("tau", tau, learn_tau), ("thresh", thresh, learn_thresh)):
             if learn:

@@ -188,6 +188,21 @@ def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | Non
     return torch.empty(x.shape, dtype=dtype, device=x.device)
 
 
+def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) -> LIFSpec:
+    """The spec of a call that takes the options as ``spec=`` or as keywords (``gamma``: the seed's
+    name for ``alpha``), refusing a call that gives both or gives the surrogate's parameter twice."""
+    if gamma is not None:
+        if options.get("alpha") is not None:
+            raise ValueError("give the surrogate's parameter once: gamma is the seed's name for alpha")
+        options["alpha"] = gamma
+    if spec is None:
+        return LIFSpec(**options)
+    defaults = LIFSpec()
+    if any(value != getattr(defaults, name) for name, value in options.items()):
+        raise ValueError("pass the options either as spec= or as keywords, not both")
+    return spec
+
+
 def make_lif_function(core, name: str):
     """The public signature every backend shares, around ``core``.
 
@@ -223,14 +238,8 @@ def make_lif_function(core, name: str):
         if time_dim not in TIME_DIMS:
             raise ValueError(f"{name}: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
         try:
-            if gamma is not None:
-                if alpha is not None:
-                    raise ValueError("give the surrogate's parameter once: gamma is the seed's name for alpha")
-                alpha = gamma
-            if spec is None:
-                spec = LIFSpec(reset, v_reset, detach_reset, surrogate, alpha)
-            elif alpha is not None or (reset, v_reset, detach_reset, surrogate) != ("hard", 0.0, False, "triangle"):
-                raise ValueError("pass the options either as spec= or as keywords, not both")
+            spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
+                                surrogate=surrogate, alpha=alpha)
             x_bt = x.transpose(0, 1) if time_dim == 0 else x
             tau = neuron_shape_param(tau, "tau", x_bt)
             thresh = neuron_shape_param(thresh, "thresh", x_bt)
