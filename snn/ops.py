@@ -46,8 +46,10 @@ spikes of the example input as a constant.
 import functools
 
 import torch
+from torch._functorch.utils import enable_single_level_autograd_function
+from torch.autograd.function import _SingleLevelFunction
 
-from snn.neuron import LIFSpec, empty_like_input
+from snn.neuron import LIFSpec, empty_like_input, surrogate_gradient
 
 NAMESPACE = "snn"
 _OPTIONS = "str reset, float v_reset, bool detach_reset, str surrogate, float? alpha"
@@ -76,7 +78,7 @@ def _options(spec: LIFSpec) -> tuple:
 
 def _split(value):
     """A ``tau``/``thresh`` as the op's pair (tensor or None, float)."""
-    return (value, 0.0) if isinstance(value, torch.Tensor) else (None, float(value))
+    return (value, 0.0) if isinstance(value, torch.Tensor) else (None, value)
 
 
 def _join(tensor, number):
@@ -197,13 +199,13 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         return (g_x, g_tau if need_tau else None, None, g_thresh if need_thresh else None, None,
                 g_v0 if need_v0 else None, *(None,) * 8)
 
-    torch.library.register_autograd(fwd_name, backward_formula, setup_context=setup_context, lib=lib)
+    _register_autograd(lib, f"lif_fwd_{name}", fwd_op, setup_context, backward_formula)
 
     # ---- vmap: the vmapped dimension joins the neuron dimensions -------------------------------------
     def fwd_vmap(info, in_dims, x, tau_t, tau, thresh_t, thresh, v0, *rest):
         size = info.batch_size
         x_dim, tau_dim, thresh_dim, v0_dim = in_dims[0], in_dims[1], in_dims[3], in_dims[5]
-        neuron_rank = x.dim() - (1 if x_dim is None else 0) - 2
+        neuron_rank = x.dim() - (0 if x_dim is None else 1) - 2
         x = _vmapped_into_neurons(x, x_dim, size, lead=2)
         tau_t = _param_with_vmapped(tau_t, tau_dim, size, neuron_rank)
         thresh_t = _param_with_vmapped(thresh_t, thresh_dim, size, neuron_rank)
@@ -219,7 +221,7 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
     def bwd_vmap(info, in_dims, grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, *rest):
         size = info.batch_size
         gs_dim, h_dim, gv_dim, tau_dim, thresh_dim, v0_dim = (in_dims[i] for i in (0, 1, 2, 3, 5, 7))
-        neuron_rank = h.dim() - (1 if h_dim is None else 0) - 2
+        neuron_rank = h.dim() - (0 if h_dim is None else 1) - 2
         tau_shape = None if tau_t is None else tau_t.shape[(0 if tau_dim is None else 1):]
         thresh_shape = None if thresh_t is None else thresh_t.shape[(0 if thresh_dim is None else 1):]
         h = _vmapped_into_neurons(h, h_dim, size, lead=2)
@@ -282,3 +284,78 @@ def _param_with_vmapped(p, dim, size: int, neuron_rank: int):
         p = p.movedim(dim, 0)
     pad = neuron_rank - (p.dim() - 1)
     return p.reshape(size, *([1] * pad), *p.shape[1:])
+
+
+def _register_autograd(lib, name: str, op, setup_context, backward_formula) -> None:
+    """``torch.library.register_autograd(op, backward_formula, setup_context=...)``, usable under torch.func.grad.
+
+    The Function that ``register_autograd`` generates is refused by ``torch.func.grad`` in this torch
+    (pytorch/pytorch#170834, fixed upstream by deriving it from a single-level Function, as here).
+    ``backward_formula(ctx, *grads)`` returns one gradient per op input.
+    """
+
+    class Function(_SingleLevelFunction):
+        @staticmethod
+        def forward(ctx, *args):
+            keyset = args[-1]
+            with torch._C._AutoDispatchBelowAutograd():
+                output = op.redispatch(keyset & torch._C._after_autograd_keyset, *args[:-1])
+            setup_context(ctx, args[:-1], output)
+            return output
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return (*backward_formula(ctx, *grads), None)
+
+    Function.__name__ = Function.__qualname__ = f"{name}_autograd"
+
+    def autograd_kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            with enable_single_level_autograd_function():
+                return Function.apply(*args, keyset)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+    lib.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+
+
+# ---- the reference's Heaviside with a surrogate gradient, as an op -----------------------------------
+# The reference (snn/lif.py) is autograd of the seed's loop; its spike function (the seed's ZIF) is this
+# op rather than an autograd.Function, because Dynamo cannot trace an autograd.Function whose backward
+# reads a Python float (alpha) more than once per graph under torch.compile(dynamic=True). It saves
+# its input and output, as the seed's ZIF did.
+_surrogate_lib = torch.library.Library(NAMESPACE, "FRAGMENT")  # noqa: TOR901
+torch.library.define(f"{NAMESPACE}::surrogate_spike", "(Tensor z, str surrogate, float? alpha) -> Tensor",
+                     lib=_surrogate_lib)
+
+
+def _surrogate_spike_impl(z, surrogate, alpha):
+    return (z > 0).to(z.dtype)
+
+
+def _surrogate_spike_setup(ctx, inputs, output):
+    z, surrogate, alpha = inputs
+    ctx.save_for_backward(z, output)
+    ctx.spec = _spec("hard", 0.0, False, surrogate, alpha)
+
+
+def _surrogate_spike_backward(ctx, grad_spike):
+    z, _spike = ctx.saved_tensors
+    return grad_spike * surrogate_gradient(z, ctx.spec), None, None
+
+
+torch.library.impl(f"{NAMESPACE}::surrogate_spike", "default", _surrogate_spike_impl, lib=_surrogate_lib)
+torch.library.register_fake(f"{NAMESPACE}::surrogate_spike", lambda z, surrogate, alpha: torch.empty_like(z),
+                            lib=_surrogate_lib)
+_surrogate_spike_op = torch.ops.snn.surrogate_spike.default
+_register_autograd(_surrogate_lib, "surrogate_spike", _surrogate_spike_op, _surrogate_spike_setup,
+                   _surrogate_spike_backward)
+# Elementwise: a vmapped dimension is one more dimension of z.
+torch.library.register_vmap(f"{NAMESPACE}::surrogate_spike",
+                            lambda info, in_dims, z, surrogate, alpha: (_surrogate_spike_op(z, surrogate, alpha), in_dims[0]),
+                            lib=_surrogate_lib)
+
+
+def surrogate_spike(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
+    """Heaviside ``(z > 0)`` forward, the spec's surrogate ``sg(z)`` backward (``snn::surrogate_spike``)."""
+    return _surrogate_spike_op(z, spec.surrogate, spec.alpha)
