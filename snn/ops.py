@@ -63,8 +63,10 @@ _BWD_SCHEMA = (
     "bool time_major) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 
-# name -> (forward OpOverload, backward OpOverload)
+# name -> (forward OpOverload, backward OpOverload, the Library that holds them)
 OPS: dict[str, tuple] = {}
+# Plain eager calls skip the dispatcher (see _plain_eager); False sends every call through the op.
+EAGER_FAST_PATH = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,7 +101,7 @@ def _conform(t: torch.Tensor, inputs, time_major: bool | None) -> torch.Tensor:
     """``t`` in the promised layout (``time_major`` None: contiguous), never one of the op's inputs."""
     if time_major is None:
         t = t.contiguous()
-    elif t.dim() >= 2 and t.stride() != _strides(t.shape, time_major) and t.numel() > 1:
+    elif not (t.transpose(0, 1) if time_major else t).is_contiguous() and t.stride() != _strides(t.shape, time_major):
         t = empty_like_input(t, time_major).copy_(t)
     if any(t is i for i in inputs):
         t = t.clone()
@@ -185,14 +187,14 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         ctx.save_for_backward(output[1], tau_t, thresh_t, v0)
         ctx.lif = (tau, thresh, tuple(options), x.dtype, inputs[13])
 
-    def backward_formula(ctx, grad_spikes, _grad_h, grad_v):
+    def backward_formula(ctx, grad_spikes, _grad_h, grad_v, bwd=bwd_op):
         h, tau_t, thresh_t, v0 = ctx.saved_tensors
         tau, thresh, options, x_dtype, time_major = ctx.lif
         needs = ctx.needs_input_grad
         if grad_spikes is None and grad_v is None:
             return (None,) * 14
         need_tau, need_thresh, need_v0 = needs[1], needs[3], needs[5]
-        g_x, g_tau, g_thresh, g_v0 = bwd_op(
+        g_x, g_tau, g_thresh, g_v0 = bwd(
             grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, *options,
             need_tau, need_thresh, need_v0, x_dtype, time_major,
         )
@@ -200,6 +202,19 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
                 g_v0 if need_v0 else None, *(None,) * 8)
 
     _register_autograd(lib, f"lif_fwd_{name}", fwd_op, setup_context, backward_formula)
+
+    class EagerFunction(torch.autograd.Function):
+        """The op's kernels and autograd formula without the dispatcher: the plain-eager fast path."""
+
+        @staticmethod
+        def forward(ctx, *args):
+            output = fwd_impl(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, grad_spikes, grad_h, grad_v):
+            return backward_formula(ctx, grad_spikes, grad_h, grad_v, bwd=bwd_impl)
 
     # ---- vmap: the vmapped dimension joins the neuron dimensions -------------------------------------
     def fwd_vmap(info, in_dims, x, tau_t, tau, thresh_t, thresh, v0, *rest):
@@ -254,11 +269,30 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         save_h = return_h or (torch.is_grad_enabled() and (
             x.requires_grad or (tau_t is not None and tau_t.requires_grad)
             or (thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad)))
-        spikes, h, v = fwd_op(x, tau_t, tau_f, thresh_t, thresh_f, v0, *_options(spec), save_h, return_v, time_major)
+        args = (x, tau_t, tau_f, thresh_t, thresh_f, v0, *_options(spec), save_h, return_v, time_major)
+        if EAGER_FAST_PATH and _plain_eager(x, tau_t, thresh_t, v0):
+            spikes, h, v = EagerFunction.apply(*args) if save_h else fwd_impl(*args)
+        else:
+            spikes, h, v = fwd_op(*args)
         return spikes, (v if return_v else None), (h.to(x.dtype) if return_h else None)
 
     core.__name__ = f"lif_core_{name}"
     return core
+
+
+def _plain_eager(*tensors) -> bool:
+    """True when nothing but eager autograd would see the op: no compiler, tracer, transform, mode or subclass.
+
+    Then :func:`register_lif_ops`' core calls the op's own kernels and autograd formula through an
+    ``autograd.Function``, skipping the dispatcher's two round trips into Python (forward: the
+    autograd kernel and the implementation; ``benchmarks/op_overhead.py`` measures what that
+    saves). Anything else (torch.compile, torch.export, make_fx/AOTAutograd, torch.func, fake or
+    other dispatch modes, torch-function modes, tensor subclasses) goes through the registered op.
+    """
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()):
+        return False
+    return all(t is None or type(t) is torch.Tensor or type(t) is torch.nn.Parameter for t in tensors)
 
 
 def _vmapped_into_neurons(t: torch.Tensor, dim, size: int, lead: int) -> torch.Tensor:

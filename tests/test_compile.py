@@ -143,6 +143,8 @@ def test_export_runs_and_matches_eager(backend):
     program = torch.export.export(model, (images(4),), dynamic_shapes=({0: batch},))
     x = images(7)
     assert torch.equal(program.module()(x), model(x))
+    ops = {str(node.target) for node in program.graph.nodes if str(node.target).startswith("snn.")}
+    assert ops == {f"snn.lif_fwd_{backend}.default" if backend != "reference" else "snn.surrogate_spike.default"}
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

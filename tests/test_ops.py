@@ -89,3 +89,26 @@ def test_every_op_backend_is_registered():
     assert {"torch", "triton"} <= set(OPS)
     for name, (fwd, bwd, _) in OPS.items():
         assert str(fwd).startswith(f"snn.lif_fwd_{name}") and str(bwd).startswith(f"snn.lif_bwd_{name}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "time_major", "fp16"])
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_eager_fast_path_equals_the_op(backend, layout, monkeypatch):
+    """Plain eager calls skip the dispatcher (snn.ops._plain_eager); through the op they give the same bits."""
+    import snn.ops
+
+    dtype, spec, tensor_tau, tensor_thresh = CASES[layout]
+    x, time_major = make_x(layout, dtype)
+    x = x.transpose(0, 1) if time_major else x
+    lif = get_lif_function(backend)
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(snn.ops, "EAGER_FAST_PATH", fast)
+        leaf = x.detach().clone().requires_grad_()
+        tau = torch.full(x.shape[2:], 0.6, requires_grad=True)
+        v0 = torch.rand((B, *x.shape[2:]), generator=torch.Generator().manual_seed(1), requires_grad=True)
+        out = lif(leaf, tau, 0.9, spec=spec, time_dim=0 if time_major else 1, v0=v0, return_v=True, return_h=True)
+        (out.spikes.float().sum() * 0.5 + out.v.float().square().sum()).backward()
+        results.append((out.spikes, out.v, out.h, leaf.grad, tau.grad, v0.grad))
+    for name, fast, op in zip(("spikes", "v", "h", "grad x", "grad tau", "grad v0"), *results):
+        assert fast.stride() == op.stride() and torch.equal(fast, op), f"{backend} {layout}: {name}"
