@@ -37,7 +37,13 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 6, 512), metavar=("B", "T", "N"))
     parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--through-op", action="store_true",
+                        help="send plain eager calls through the registered op too (snn.ops.EAGER_FAST_PATH = False)")
     args = parser.parse_args(argv)
+    if args.through_op:
+        import snn.ops
+
+        snn.ops.EAGER_FAST_PATH = False
     torch.set_num_threads(1)
     lif = get_lif_function(args.backend)
     x = torch.randn(*args.shape) + 0.5
@@ -51,7 +57,7 @@ def main(argv=None) -> None:
     def fwd_bwd():
         lif(xg).backward(grad)
 
-    print(f"backend={args.backend} shape={tuple(args.shape)} torch={torch.__version__} threads=1 "
+    print(f"backend={args.backend} shape={tuple(args.shape)} through_op={args.through_op} torch={torch.__version__} threads=1 "
           f"load average={os.getloadavg()[0]:.2f}")
     for name, fn in (("forward, no_grad", no_grad), ("forward, grad", lambda: lif(xg)), ("forward+backward", fwd_bwd)):
         best, med, lo, hi = _time(fn, args.repeat)
