@@ -98,6 +98,7 @@ import os
 import torch
 
 from snn.neuron import LIFSpec, make_lif_function
+from snn.ops import register_lif_ops
 
 
 def _choose_interpreter() -> None:
@@ -119,7 +120,6 @@ _choose_interpreter()
 
 import triton  # noqa: E402  (after the interpreter choice, although Triton 3.x would also see it later)
 import triton.language as tl  # noqa: E402
-from torch.autograd.function import once_differentiable  # noqa: E402
 
 _log = logging.getLogger(__name__)
 
@@ -912,64 +912,31 @@ def _as_2d(t: torch.Tensor, B: int, N: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# autograd
+# registered operators (autograd, fake tensors, vmap: snn/ops.py)
 # ----------------------------------------------------------------------------------------------
 
 
-class LIFSpikeFunction(torch.autograd.Function):
-    """Fused LIF: forward kernel saves only ``h``; backward kernel runs the reverse-time scan.
-
-    ``forward(x, tau, thresh, v0, spec, save_h, return_v, return_h, time_major) -> (spikes, v, h)``
-    with None for what was not asked; ``h`` carries no gradient (it is for analysis).
-    """
-
-    @staticmethod
-    def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, save_h: bool, return_v: bool, return_h: bool, time_major: bool):
-        outputs = lif_forward(x, tau, thresh, spec=spec, save_h=save_h or return_h, v0=v0, return_v=return_v,
-                              time_major=time_major)
-        spikes, h = outputs[:2]
-        v = outputs[2] if return_v else None
-        ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
-        if save_h:
-            ctx.save_for_backward(h, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
-        ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
-        ctx.scalars = (tau, thresh)
-        ctx.spec = spec
-        ctx.x_dtype = x.dtype
-        if return_h:
-            h = h.to(x.dtype)  # as saved (the rectangle surrogate saves fp32 h for 16-bit input)
-            ctx.mark_non_differentiable(h)
-            return spikes, v, h
-        return spikes, v, None
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes, grad_v, _grad_h):
-        h, *saved = ctx.saved_tensors
-        saved = iter(saved)
-        tau = next(saved) if ctx.tensor_params[0] else ctx.scalars[0]
-        thresh = next(saved) if ctx.tensor_params[1] else ctx.scalars[1]
-        v0 = next(saved) if ctx.tensor_params[2] else None
-        none = (None,) * 5
-        if grad_spikes is None and grad_v is None:
-            return (None, None, None, None, *none)
-        needs = ctx.needs_input_grad
-        grads = lif_backward(grad_spikes, h, tau, thresh, spec=ctx.spec, grad_v=grad_v, v0=v0,
-                             need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3], grad_dtype=ctx.x_dtype)
-        if not isinstance(grads, tuple):
-            grads = (grads, None, None, None)
-        return (*grads, *none)
+def _op_forward(x, tau, thresh, spec: LIFSpec, v0, save_h: bool, return_v: bool, time_major: bool):
+    outputs = lif_forward(x, tau, thresh, spec=spec, save_h=save_h, v0=v0, return_v=return_v, time_major=time_major)
+    return outputs[0], outputs[1], (outputs[2] if return_v else None)
 
 
-def _triton_core(x, tau, thresh, spec: LIFSpec, v0, return_v, return_h, time_major):
-    """The shared signature (:func:`snn.neuron.make_lif_function`) around :class:`LIFSpikeFunction`."""
-    _check_input(x)
-    # Grad mode is off inside Function.forward, so whether a backward can follow is decided here.
-    save_h = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, tau, thresh, v0)
-    )
-    return LIFSpikeFunction.apply(x, tau, thresh, v0, spec, save_h, return_v, return_h, time_major)
+def _op_backward(grad_spikes, h, tau, thresh, spec: LIFSpec, grad_v, v0, need_tau: bool, need_thresh: bool,
+                 need_v0: bool, grad_dtype: torch.dtype, time_major: bool):
+    out = _empty(h.shape, grad_dtype, h.device, time_major)
+    grads = lif_backward(grad_spikes, h, tau, thresh, spec=spec, grad_v=grad_v, v0=v0, need_tau=need_tau,
+                         need_thresh=need_thresh, need_v0=need_v0, grad_dtype=grad_dtype, out=out)
+    return grads if isinstance(grads, tuple) else (grads, None, None, None)
 
+
+# The registered operators snn::lif_fwd_triton / snn::lif_bwd_triton around the launchers (looked up at
+# call time, so tests can wrap them); ``h`` is saved in :func:`saved_h_dtype`, the final ``v`` in fp32.
+# On CUDA, Inductor sees one opaque op per direction (not torch.library.triton_op: the launchers do
+# host-side work per call, e.g. the 16-bit side bounds, that is not traceable).
+_triton_core = register_lif_ops(
+    "triton", _op_forward, _op_backward,
+    h_dtype=saved_h_dtype, v_dtype=torch.float32, check=_check_input,
+)
 
 # Spikes of a LIF layer (the neuron of snn.neuron), fused into one kernel per direction.
 lif_spike = make_lif_function(_triton_core, "lif_spike")

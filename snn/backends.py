@@ -2,7 +2,9 @@
 
 Every implementation has the signature of :func:`snn.neuron.make_lif_function` (the neuron and
 its options are specified in :mod:`snn.neuron`). ``train.py``, ``infer.py``, the layer module and
-the model only pass the name through. A new backend is one module plus one entry here.
+the model only pass the name through. A new backend is one module plus one entry here; a backend
+with its own forward and backward registers them as PyTorch operators with one call to
+:func:`snn.ops.register_lif_ops` (what torch.compile, torch.export and torch.func need).
 """
 
 from __future__ import annotations

@@ -27,29 +27,8 @@ from snn.neuron import (  # noqa: F401  (DEFAULT_* re-exported for existing impo
     DEFAULT_THRESH,
     LIFSpec,
     make_lif_function,
-    surrogate_gradient,
 )
-
-
-class SurrogateSpike(torch.autograd.Function):
-    """Heaviside step ``(z > 0)`` forward, the spec's surrogate ``sg(z)`` backward.
-
-    ``z`` is the potential minus the threshold. For the triangle this is the seed's ``ZIF``
-    function; it saves its input and its output as the seed did, so the reference's memory
-    footprint is the seed's.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
-        spike = (z > 0).to(z.dtype)
-        ctx.save_for_backward(z, spike)
-        ctx.spec = spec
-        return spike
-
-    @staticmethod
-    def backward(ctx, grad_spike: torch.Tensor):
-        z, _spike = ctx.saved_tensors
-        return grad_spike * surrogate_gradient(z, ctx.spec), None
+from snn.ops import surrogate_spike
 
 
 def _as_potential(value, x: torch.Tensor):
@@ -64,7 +43,7 @@ def _reference_core(x, steps, tau, thresh, spec: LIFSpec, v0, return_v, return_h
         mem = mem * tau + x_t
         if return_h:
             potentials.append(mem)
-        spike = SurrogateSpike.apply(mem - thresh, spec)
+        spike = surrogate_spike(mem - thresh, spec)  # the seed's ZIF: (z > 0), surrogate backward
         reset_spike = spike.detach() if spec.detach_reset else spike
         if spec.reset == "soft":
             mem = mem - reset_spike * thresh

@@ -402,12 +402,16 @@ def lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 
 def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
-    """The fused C kernel for CPU float32/bfloat16/float16 tensors; the eager ``snn.lif_torch`` elsewhere."""
-    if supports(x, tau, thresh, v0):
-        return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
-    from snn.lif_torch import _torch_core
+    """The fused C kernel for plain eager calls on CPU float32/bfloat16/float16 tensors; the
+    registered eager op (snn.lif_torch) elsewhere: other devices and dtypes, and under
+    torch.compile, torch.export and torch.func, which see that op (ctypes calls cannot be traced)."""
+    from snn.ops import _plain_eager
 
-    return _torch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    if supports(x, tau, thresh, v0) and _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0):
+        return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    from snn.lif_torch import eager_core
+
+    return eager_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
 
 
 # What the ``torch`` backend runs: this file's C kernel on the CPU, snn.lif_torch's eager code elsewhere.

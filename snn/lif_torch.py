@@ -19,9 +19,9 @@ the reference. The optional ``h`` output is for analysis: it carries no gradient
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from snn.neuron import LIFSpec, empty_like_input, make_lif_function, surrogate_gradient
+from snn.ops import register_lif_ops
 
 
 def _param(value, x: torch.Tensor):
@@ -138,42 +138,17 @@ def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(
     return grad_x, grad_tau, grad_thresh, grad_v0
 
 
-class LIFTorchFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, tau, thresh, v0, spec: LIFSpec, return_h: bool, time_major: bool):
-        tau_p, thresh_p = _param(tau, x), _param(thresh, x)
-        spikes, h_all, v = lif_torch_forward(x, tau_p, thresh_p, spec, v0, time_major)
-        ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
-        if any(ctx.needs_input_grad[:4]):
-            ctx.save_for_backward(h_all, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
-        ctx.tensor_params = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
-        ctx.scalars = (tau, thresh)
-        ctx.spec = spec
-        if not return_h:
-            return spikes, v, None
-        ctx.mark_non_differentiable(h_all)
-        return spikes, v, h_all
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes, grad_v, _grad_h):
-        h_all, *saved = ctx.saved_tensors
-        tau, thresh = ctx.scalars
-        it = iter(saved)
-        tau = next(it) if ctx.tensor_params[0] else tau
-        thresh = next(it) if ctx.tensor_params[1] else thresh
-        v0 = next(it) if ctx.tensor_params[2] else None
-        if grad_spikes is None and grad_v is None:
-            return None, None, None, None, None, None, None
-        needs = ctx.needs_input_grad
-        grads = lif_torch_backward(grad_spikes, h_all, tau, thresh, ctx.spec, grad_v, v0,
-                                   need_tau=needs[1], need_thresh=needs[2], need_v0=needs[3])
-        return (*grads, None, None, None)
+def _forward(x, tau, thresh, spec, v0, save_h, return_v, time_major):
+    spikes, h_all, v = lif_torch_forward(x, _param(tau, x), _param(thresh, x), spec, v0, time_major)
+    return spikes, h_all, v
 
 
-def _torch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
-    spikes, v, h = LIFTorchFunction.apply(x, tau, thresh, v0, spec, return_h, time_major)
-    return spikes, (v if return_v else None), h
+def _backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0, grad_dtype, time_major):
+    return lif_torch_backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0)
 
 
-lif_torch = make_lif_function(_torch_core, "lif_torch")
+# The registered operators snn::lif_fwd_eager / snn::lif_bwd_eager (snn/ops.py) around the two functions
+# above: the `eager` backend, and what the `torch` backend runs off the CPU and under compilers,
+# tracers and torch.func (snn/lif_cpu.py).
+eager_core = register_lif_ops("eager", _forward, _backward)
+lif_torch = make_lif_function(eager_core, "lif_torch")

@@ -124,7 +124,8 @@ class LIFSpec:
 def _check_finite(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a Python number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    # Under torch.compile(dynamic=True) a Python float may be traced symbolically and cannot be tested.
+    if not torch.compiler.is_compiling() and not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
 
 
@@ -174,7 +175,7 @@ def neuron_shape_param(value, name: str, x: torch.Tensor):
             raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
         return value
     _check_finite(name, value)
-    return float(value)
+    return value if isinstance(value, (float, torch.SymFloat)) else float(value)
 
 
 def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -229,6 +230,11 @@ def make_lif_function(core, name: str):
         return_v: bool = False,
         return_h: bool = False,
     ):
+        if torch.jit.is_tracing():
+            raise RuntimeError(
+                f"{name}: torch.jit.trace (and torch.onnx.export(dynamo=False), which is built on it) would record "
+                "this call's spikes as a constant; export with torch.export.export or compile with torch.compile instead"
+            )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected x to be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 2:
