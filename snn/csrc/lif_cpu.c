@@ -99,7 +99,7 @@ static void fill_params(float (*p)[TILE], const float *params, int64_t n_param, 
 /* ---- forward ------------------------------------------------------------------------------ */
 
 /* mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset */
-INLINE void fwd_tile(const int dt, const int contig, const int mode, int64_t T, int64_t w,
+INLINE void fwd_tile(const int dt, const int contig, const int mode, const int pn, int64_t T, int64_t w,
                      const char *x, int64_t xst, int64_t xsn, char *s, char *h, int64_t ost, int64_t osn,
                      float *v, const float *tau, const float *th, float vr) {
     const int64_t esz = dt == DT_F32 ? 4 : 2;
@@ -110,19 +110,21 @@ INLINE void fwd_tile(const int dt, const int contig, const int mode, int64_t T, 
         void *ht = h ? h + t * ost * esz : NULL;
         if (ht) {
             for (int64_t j = 0; j < w; j++) {
-                float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
-                float sv = hv > th[j] ? 1.0f : 0.0f; /* R(h - thresh) > 0 exactly when h > thresh */
+                const float tj = tau[pn ? j : 0], thj = th[pn ? j : 0];
+                float hv = R(dt, R(dt, v[j] * tj) + LD(dt, xt, j * xsn));
+                float sv = hv > thj ? 1.0f : 0.0f; /* R(h - thresh) > 0 exactly when h > thresh */
                 ST(dt, st, j * osn, sv);
                 ST(dt, ht, j * osn, hv);
-                float nv = mode == 2 ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+                float nv = mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
                 v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
             }
         } else {
             for (int64_t j = 0; j < w; j++) {
-                float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
-                float sv = hv > th[j] ? 1.0f : 0.0f;
+                const float tj = tau[pn ? j : 0], thj = th[pn ? j : 0];
+                float hv = R(dt, R(dt, v[j] * tj) + LD(dt, xt, j * xsn));
+                float sv = hv > thj ? 1.0f : 0.0f;
                 ST(dt, st, j * osn, sv);
-                float nv = mode == 2 ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+                float nv = mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
                 v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
             }
         }
@@ -142,32 +144,37 @@ typedef struct {
 /* One tile (batch row b, neurons n0 .. n0+TILE) over all steps. Specialised per (dtype, contig,
  * mode) below: the OpenMP region calls a specialised function per tile (constants do not reach
  * code that GCC outlines for a parallel region, so the region itself must stay generic). */
-INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const FwdArgs *a, int64_t tile) {
+INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const int pn, const FwdArgs *a, int64_t tile) {
     const int64_t esz = dt == DT_F32 ? 4 : 2;
     const int64_t ntn = (a->N + TILE - 1) / TILE;
     const int64_t b = tile / ntn, n0 = (tile % ntn) * TILE, w = a->N - n0 < TILE ? a->N - n0 : TILE;
     float p[PARAM_ROWS][TILE], v[TILE];
-    fill_params(p, a->params, a->n_param, n0, w);
+    /* numbers (pn = 0): each row holds one value, read in place and kept in a register */
+    if (pn) fill_params(p, a->params, a->n_param, n0, w);
+    const float *tau = pn ? p[P_TAU_MUL] : a->params + P_TAU_MUL, *th = pn ? p[P_TH_CMP] : a->params + P_TH_CMP;
     for (int64_t j = 0; j < w; j++) v[j] = a->v0 ? LD(dt, a->v0, b * a->v0sb + (n0 + j) * a->v0sn) : 0.0f;
-    fwd_tile(dt, contig, mode, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
+    fwd_tile(dt, contig, mode, pn, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
              a->s + (b * a->osb + n0 * a->osn) * esz, a->h ? a->h + (b * a->osb + n0 * a->osn) * esz : NULL,
-             a->ost, a->osn, v, p[P_TAU_MUL], p[P_TH_CMP], a->v_reset);
+             a->ost, a->osn, v, tau, th, a->v_reset);
     if (a->vT) for (int64_t j = 0; j < w; j++) ST(dt, a->vT, b * a->N + n0 + j, v[j]);
 }
 
 typedef void (*FwdTileFn)(const FwdArgs *, int64_t);
-#define DEF_FWD(DT, C, M) static void fwd_##DT##_##C##_##M(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, a, t); }
-#define DEF_FWD_M(DT, C) DEF_FWD(DT, C, 0) DEF_FWD(DT, C, 1) DEF_FWD(DT, C, 2)
+#define DEF_FWD(DT, C, M, PN) \
+    static void fwd_##DT##_##C##_##M##_##PN(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, PN, a, t); }
+#define DEF_FWD_P(DT, C, M) DEF_FWD(DT, C, M, 0) DEF_FWD(DT, C, M, 1)
+#define DEF_FWD_M(DT, C) DEF_FWD_P(DT, C, 0) DEF_FWD_P(DT, C, 1) DEF_FWD_P(DT, C, 2)
 #define DEF_FWD_C(DT) DEF_FWD_M(DT, 0) DEF_FWD_M(DT, 1)
 DEF_FWD_C(DT_F32) DEF_FWD_C(DT_BF16) DEF_FWD_C(DT_F16)
-#define ROW_FWD_M(DT, C) { fwd_##DT##_##C##_0, fwd_##DT##_##C##_1, fwd_##DT##_##C##_2 }
+#define ROW_FWD_P(DT, C, M) { fwd_##DT##_##C##_##M##_0, fwd_##DT##_##C##_##M##_1 }
+#define ROW_FWD_M(DT, C) { ROW_FWD_P(DT, C, 0), ROW_FWD_P(DT, C, 1), ROW_FWD_P(DT, C, 2) }
 #define ROW_FWD_C(DT) { ROW_FWD_M(DT, 0), ROW_FWD_M(DT, 1) }
-static const FwdTileFn FWD[3][2][3] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
+static const FwdTileFn FWD[3][2][3][2] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
 
 /* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset. Returns 0, or -1 for a bad dt. */
 int lif_forward(int dt, int mode, const FwdArgs *a, int nthreads) {
     if (dt < 0 || dt > 2 || mode < 0 || mode > 2) return -1;
-    const FwdTileFn f = FWD[dt][a->xsn == 1 && a->osn == 1][mode];
+    const FwdTileFn f = FWD[dt][a->xsn == 1 && a->osn == 1][mode][a->n_param != 1];
     const int64_t ntiles = a->B * ((a->N + TILE - 1) / TILE);
 #pragma omp parallel for schedule(static) num_threads(threads_for(a->B * a->T * a->N, nthreads))
     for (int64_t tile = 0; tile < ntiles; tile++) f(a, tile);
