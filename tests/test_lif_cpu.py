@@ -89,3 +89,36 @@ def test_falls_back_to_eager_with_one_warning_without_a_compiler(monkeypatch, tm
         monkeypatch.undo()
         lif_cpu._reset_for_tests()
     assert lif_cpu.available()
+
+
+def test_large_outputs_are_advised_huge_pages_and_stay_exact(monkeypatch):
+    """Outputs of 32 MiB or more (spikes, h, grad_x) get MADV_HUGEPAGE before the kernel writes them;
+    smaller ones are left alone (they usually reuse mapped heap memory). Results are unchanged."""
+    advised = []
+
+    def record(addr, length, advice):
+        advised.append((addr, length, advice))
+        return 0
+
+    monkeypatch.setattr(lif_cpu, "_madvise", lambda: record)
+    small = 0.6 + 0.6 * torch.randn(4, 3, 100, generator=torch.Generator().manual_seed(2))
+    _run(lif_cpu.lif_torch_fused, small, torch.ones_like(small), torch.float32)
+    assert advised == [], "a small output was advised"
+
+    gen = torch.Generator().manual_seed(3)
+    n = (lif_cpu.HUGE_PAGE_MIN_BYTES // 4) // 6 + 4099  # 6 steps of fp32: just over the limit, not a multiple of anything
+    x = 0.6 + 0.6 * torch.randn(1, 6, n, generator=gen)
+    g = torch.randn(x.shape, generator=gen)
+    s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, torch.float32)
+    assert [a for _, _, a in advised] == [lif_cpu._MADV_HUGEPAGE] * 2, "spikes and grad_x must each be advised once"
+    for addr, length, _ in advised:
+        assert addr % lif_cpu.HUGE_PAGE == 0 and length % lif_cpu.HUGE_PAGE == 0 and length > 0
+    s_eager, (g_eager,) = _run(lif_torch, x, g, torch.float32)
+    assert torch.equal(s_fused, s_eager) and torch.equal(g_fused, g_eager)
+
+
+def test_huge_page_advice_is_a_hint_that_may_be_refused(monkeypatch):
+    """Where madvise fails (or THP is off) the outputs are computed exactly as without it."""
+    monkeypatch.setattr(lif_cpu, "_madvise", lambda: (lambda *args: -1))
+    t = torch.empty(lif_cpu.HUGE_PAGE_MIN_BYTES // 4 + 1)
+    assert lif_cpu._advise_huge_pages(t) is t

@@ -164,11 +164,14 @@ typedef void (*FwdTileFn)(const FwdArgs *, int64_t);
     static void fwd_##DT##_##C##_##M##_##PN(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, PN, a, t); }
 #define DEF_FWD_P(DT, C, M) DEF_FWD(DT, C, M, 0) DEF_FWD(DT, C, M, 1)
 #define DEF_FWD_M(DT, C) DEF_FWD_P(DT, C, 0) DEF_FWD_P(DT, C, 1) DEF_FWD_P(DT, C, 2)
-#define DEF_FWD_C(DT) DEF_FWD_M(DT, 0) DEF_FWD_M(DT, 1)
+/* strided neurons (rare) read the parameter rows per neuron whatever they hold: fewer variants to build */
+#define DEF_FWD_STRIDED(DT) DEF_FWD(DT, 0, 0, 1) DEF_FWD(DT, 0, 1, 1) DEF_FWD(DT, 0, 2, 1)
+#define DEF_FWD_C(DT) DEF_FWD_STRIDED(DT) DEF_FWD_M(DT, 1)
 DEF_FWD_C(DT_F32) DEF_FWD_C(DT_BF16) DEF_FWD_C(DT_F16)
 #define ROW_FWD_P(DT, C, M) { fwd_##DT##_##C##_##M##_0, fwd_##DT##_##C##_##M##_1 }
-#define ROW_FWD_M(DT, C) { ROW_FWD_P(DT, C, 0), ROW_FWD_P(DT, C, 1), ROW_FWD_P(DT, C, 2) }
-#define ROW_FWD_C(DT) { ROW_FWD_M(DT, 0), ROW_FWD_M(DT, 1) }
+#define ROW_FWD_S(DT, M) { fwd_##DT##_0_##M##_1, fwd_##DT##_0_##M##_1 }
+#define ROW_FWD_C(DT) { { ROW_FWD_S(DT, 0), ROW_FWD_S(DT, 1), ROW_FWD_S(DT, 2) }, \
+                        { ROW_FWD_P(DT, 1, 0), ROW_FWD_P(DT, 1, 1), ROW_FWD_P(DT, 1, 2) } }
 static const FwdTileFn FWD[3][2][3][2] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
 
 /* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset. Returns 0, or -1 for a bad dt. */
