@@ -21,7 +21,10 @@ from pathlib import Path
 
 REF, COMPILE, OURS = "c1-index", "c3-compile", "c4-triton"
 SJ_KEYS = ("c5-sj-triton", "c5-sj-cupy")
-CONTENDER_ORDER = ("c1-index", "c2-unbind", "c3-compile", "c4-triton", "c5-sj-triton", "c5-sj-cupy")
+CONTENDER_ORDER = ("c1-index", "c2-unbind", "c3-compile", "c3b-torch-backend", "c3c-torch-fused", "c4-triton",
+                   "c5-sj-triton", "c5-sj-cupy", "c5c-sj-compile")
+FUSED_CPU, SJ_COMPILED = "c3c-torch-fused", "c5c-sj-compile"
+CPU_COPY_FRACTION = 0.6  # issue 11: the fused CPU kernel at the large shape, by the byte count
 MODE_NAME = {"fwd": "forward", "fwdbwd": "fwd+bwd"}
 GPU_TODO = ("GPU figures: not measured in this run (no CUDA device): our Triton kernel's timings, GB/s against the copy "
             "bandwidth, SpikingJelly, peak memory and the largest batch in 8 GiB, and the train.py epoch time are "
@@ -249,7 +252,44 @@ def train_lines(meta: dict, records: list[dict]) -> list[str]:
                 rows.append([label, f"{r[f'{key}_sps']:,.0f}", ", ".join(f"{v:,.0f}" for v in r[f"{key}_all"]),
                              fmt_x(r[f"{key}_sps"] / r["seed_sps"])])
         out += _table(["pipeline", "samples/s (median)", "each repeat", "vs seed"], rows)
-        out.append(f"\nTarget >= 2x: {'met' if r['ratio'] >= 2 else 'NOT met'} ({r['ratio']:.2f}x); threads: {r['threads']}; data: {r['data']}.")
+        out.append(f"\nTarget >= 2.5x (issue 11): {'met' if r['ratio'] >= 2.5 else 'NOT met'} ({r['ratio']:.2f}x); "
+                   f"threads: {r['threads']}; data: {r['data']}.")
+    return out
+
+
+def cpu_target_lines(meta: dict, records: list[dict]) -> list[str]:
+    """Issue 11's CPU targets for the fused C kernel (contender 3c), from this run's medians."""
+    if _is_cuda(meta):
+        return []
+    lif = _of(records, "lif")
+    med = {(r["case"], r["mode"], r["contender"]): r for r in lif}
+    ours = {k: r for k, r in med.items() if k[2] == FUSED_CPU}
+    if not ours:
+        return []
+    copy = _of(records, "copy")
+    copy_gbps = copy[-1]["gb_per_s"] if copy else None
+    rows = []
+
+    def margin_row(rival: str, label: str, need: bool) -> None:
+        pairs = [(med[(k[0], k[1], rival)]["median"] / r["median"], f"{k[0]} {MODE_NAME[k[1]]}")
+                 for k, r in ours.items() if (k[0], k[1], rival) in med]
+        if not pairs:
+            rows.append([label, "not measured (contender unavailable)", "-"])
+            return
+        worst = min(pairs)
+        verdict = ("met" if worst[0] >= 1.0 else "NOT met") if need else ("reached" if worst[0] >= 1.0 else "not reached")
+        rows.append([f"{label} ({len(pairs)} cases)", f"slowest margin {fmt_x(worst[0])} ({worst[1]}); all: "
+                     + ", ".join(f"{fmt_x(x)}" for x, _ in sorted(pairs, key=lambda p: p[1])), verdict])
+
+    margin_row(COMPILE, "3c >= 1.0x torch.compile of the seed LIF (3) at every shape, dtype, pass", True)
+    margin_row(SJ_COMPILED, "goal: 3c >= torch.compile of SpikingJelly's LIFNode (5c)", False)
+    for (case, mode, _), r in sorted(ours.items()):
+        if case.startswith("large") and copy_gbps:
+            frac = r["gb_per_s"] / copy_gbps
+            rows.append([f"{case} {MODE_NAME[mode]}: >= {CPU_COPY_FRACTION:.0%} of copy bandwidth (fresh outputs included)",
+                         f"{r['gb_per_s']:.3g} GB/s = {frac:.0%} of {copy_gbps:.3g}", "met" if frac >= CPU_COPY_FRACTION else "NOT met"])
+    out = ["## CPU targets (issue 11): the fused C kernel, contender 3c", ""]
+    out += _table(["target", "measured (medians, this run)", "verdict"], rows)
     return out
 
 
@@ -295,7 +335,8 @@ def render(snapshot: dict, train: dict | None = None) -> str:
     meta, records = snapshot.get("meta", {}), snapshot.get("records", [])
     out = ["# SNN benchmark results", ""]
     out += ["- " + line for line in header_lines(meta, records)]
-    for section in (lif_lines(meta, records), saved_lines(records), check_lines(records), train_lines(meta, records)):
+    for section in (lif_lines(meta, records), saved_lines(records), check_lines(records), train_lines(meta, records),
+                    cpu_target_lines(meta, records)):
         if section:
             out += [""] + section
     out += ["", "## Targets (NVIDIA H200)", ""]

@@ -152,6 +152,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
     lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
+    BUILD_INFO["tile"] = lib.lif_tile()  # neurons per tile: tests cross its edges
     return lib
 
 

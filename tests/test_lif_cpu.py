@@ -122,3 +122,42 @@ def test_huge_page_advice_is_a_hint_that_may_be_refused(monkeypatch):
     monkeypatch.setattr(lif_cpu, "_madvise", lambda: (lambda *args: -1))
     t = torch.empty(lif_cpu.HUGE_PAGE_MIN_BYTES // 4 + 1)
     assert lif_cpu._advise_huge_pages(t) is t
+
+
+@pytest.mark.parametrize("case", ["seed", "soft-sigmoid", "v_reset-atan-detach", "learnable-rectangle", "v0-return_v"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
+    """N = 2 tiles + 37 (the C kernel's tile, from the library itself): every tile edge and the vector
+    tail are crossed, and every output starts as NaN so an element the kernel fails to write shows."""
+    tile = lif_cpu.BUILD_INFO["tile"]
+    real_fresh = lif_cpu._fresh_output
+    monkeypatch.setattr(lif_cpu, "_fresh_output", lambda x, time_major: real_fresh(x, time_major).fill_(float("nan")))
+    gen = torch.Generator().manual_seed(4)
+    B, T, N = 3, 4, 2 * tile + 37
+    x = (0.9 * (0.15 + torch.rand(B, T, N, generator=gen))).to(dtype).requires_grad_()
+    g = torch.randn(B, T, N, generator=gen).to(dtype)
+    options = {
+        "seed": dict(spec=LIFSpec()),
+        "soft-sigmoid": dict(spec=LIFSpec(reset="soft", surrogate="sigmoid", alpha=4.0)),
+        "v_reset-atan-detach": dict(spec=LIFSpec(v_reset=-0.2, surrogate="atan", detach_reset=True)),
+        "learnable-rectangle": dict(spec=LIFSpec(surrogate="rectangle"),
+                                    tau=(0.5 + 0.3 * torch.rand(N, generator=gen)).requires_grad_(),
+                                    thresh=(0.8 + 0.4 * torch.rand(N, generator=gen)).requires_grad_()),
+        "v0-return_v": dict(spec=LIFSpec(), v0=torch.rand(B, N, generator=gen).to(dtype).requires_grad_(), return_v=True),
+    }[case]
+    results = []
+    for fn in (lif_cpu.lif_torch_fused, lif_torch):
+        out = fn(x, **options)
+        spikes, v = (out.spikes, out.v) if case == "v0-return_v" else (out, None)
+        loss = (spikes * g).sum() + (0 if v is None else v.float().sum())
+        leaves = [x] + [options[k] for k in ("tau", "thresh", "v0") if k in options]
+        results.append((spikes.detach(), None if v is None else v.detach(), torch.autograd.grad(loss, leaves)))
+    (s_f, v_f, g_f), (s_e, v_e, g_e) = results
+    assert not s_f.isnan().any() and torch.equal(s_f, s_e), "spikes differ from the eager backend"
+    if v_f is not None:
+        assert torch.equal(v_f, v_e), "final potential differs"
+    assert not g_f[0].isnan().any(), "grad_x has unwritten (NaN-poisoned) elements"
+    tol = 1e-6 if case != "soft-sigmoid" else 1e-5  # expf's last bit; tau/thresh sums in another order
+    for a, b in zip(g_f, g_e):
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol if dtype == torch.float32 else 2e-2,
+                                   atol=tol if dtype == torch.float32 else 2e-2)
