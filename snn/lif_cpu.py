@@ -208,7 +208,10 @@ _MADV_HUGEPAGE = 14  # <linux/mman.h>
 
 @functools.lru_cache(maxsize=1)
 def _madvise():
-    """libc's ``madvise`` where transparent huge pages can be asked for (Linux, THP not ``never``), else None."""
+    """libc's ``madvise`` where transparent huge pages can be asked for (Linux, THP not ``never``, not
+    switched off with ``SNN_HUGE_PAGES=0``), else None."""
+    if os.environ.get("SNN_HUGE_PAGES", "1") == "0":
+        return None
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
             if "[never]" in f.read():
@@ -228,6 +231,11 @@ def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     (a 67 MB output: ~27 ms of faults against ~7 ms of kernel; with 2 MiB pages ~5 ms). This is
     what PyTorch does for every allocation under ``THP_MEM_ALLOC_ENABLE=1``; here only our own
     outputs are advised. A hint: where it is refused or unsupported nothing changes.
+
+    The cost moves to the tail: on the shared 2-core VM, forward-only loops were 3-4x faster
+    (median and mean), but forward+backward loops at B=8192 had a slow call of 0.2-1 s every
+    10-15 calls, so their mean was 10 % worse at B=8192 fp32, equal in bf16 and 21 % better at
+    the large shape (benchmarks/RESULTS.md). ``SNN_HUGE_PAGES=0`` switches the advice off.
     """
     nbytes = t.untyped_storage().nbytes()
     if nbytes < HUGE_PAGE_MIN_BYTES or (madvise := _madvise()) is None:

@@ -161,3 +161,13 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
     for a, b in zip(g_f, g_e):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol if dtype == torch.float32 else 2e-2,
                                    atol=tol if dtype == torch.float32 else 2e-2)
+
+
+def test_huge_pages_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("SNN_HUGE_PAGES", "0")
+    lif_cpu._madvise.cache_clear()
+    try:
+        assert lif_cpu._madvise() is None
+    finally:
+        monkeypatch.delenv("SNN_HUGE_PAGES")
+        lif_cpu._madvise.cache_clear()
