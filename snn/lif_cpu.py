@@ -232,10 +232,12 @@ def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     what PyTorch does for every allocation under ``THP_MEM_ALLOC_ENABLE=1``; here only our own
     outputs are advised. A hint: where it is refused or unsupported nothing changes.
 
-    The cost moves to the tail: on the shared 2-core VM, forward-only loops were 3-4x faster
-    (median and mean), but forward+backward loops at B=8192 had a slow call of 0.2-1 s every
-    10-15 calls, so their mean was 10 % worse at B=8192 fp32, equal in bf16 and 21 % better at
-    the large shape (benchmarks/RESULTS.md). ``SNN_HUGE_PAGES=0`` switches the advice off.
+    Only the forward's outputs are advised. On the shared 2-core VM (means of 20 interleaved
+    forward+backward calls, ms, none / forward outputs / forward outputs and grad_x):
+    B=8192 fp32 133 / 95 / 161, bf16 114 / 88 / 114; large shape fp32 87 / 98 / 114,
+    bf16 71 / 55 / 75. Advising grad_x too made the medians 2x faster but added a call of
+    0.2-1 s every 5-15 calls; forward-only loops were 3-4x faster with no such tail.
+    ``SNN_HUGE_PAGES=0`` switches the advice off.
     """
     nbytes = t.untyped_storage().nbytes()
     if nbytes < HUGE_PAGE_MIN_BYTES or (madvise := _madvise()) is None:
@@ -248,8 +250,9 @@ def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _fresh_output(x: torch.Tensor, time_major: bool) -> torch.Tensor:
-    return _advise_huge_pages(empty_like_input(x, time_major))
+def _fresh_output(x: torch.Tensor, time_major: bool, huge_pages: bool = True) -> torch.Tensor:
+    out = empty_like_input(x, time_major)
+    return _advise_huge_pages(out) if huge_pages else out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -372,7 +375,7 @@ def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0
     B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
     N = math.prod(neuron_shape)
     dtype = x.dtype
-    grad_x = _fresh_output(x, time_major)
+    grad_x = _fresh_output(x, time_major, huge_pages=False)  # not advised: see _advise_huge_pages
     grad_v0 = torch.empty((B, *neuron_shape), dtype=dtype) if need_v0 else None
     need_tau = need_tau and isinstance(tau, torch.Tensor)
     need_thresh = need_thresh and isinstance(thresh, torch.Tensor)

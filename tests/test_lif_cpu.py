@@ -92,8 +92,9 @@ def test_falls_back_to_eager_with_one_warning_without_a_compiler(monkeypatch, tm
 
 
 def test_large_outputs_are_advised_huge_pages_and_stay_exact(monkeypatch):
-    """Outputs of 32 MiB or more (spikes, h, grad_x) get MADV_HUGEPAGE before the kernel writes them;
-    smaller ones are left alone (they usually reuse mapped heap memory). Results are unchanged."""
+    """Forward outputs of 32 MiB or more (spikes, h) get MADV_HUGEPAGE before the kernel writes them;
+    smaller ones are left alone (they usually reuse mapped heap memory), and so is grad_x (see
+    lif_cpu._advise_huge_pages for the measurement). Results are unchanged."""
     advised = []
 
     def record(addr, length, advice):
@@ -110,7 +111,9 @@ def test_large_outputs_are_advised_huge_pages_and_stay_exact(monkeypatch):
     x = 0.6 + 0.6 * torch.randn(1, 6, n, generator=gen)
     g = torch.randn(x.shape, generator=gen)
     s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, torch.float32)
-    assert [a for _, _, a in advised] == [lif_cpu._MADV_HUGEPAGE] * 2, "spikes and grad_x must each be advised once"
+    assert [a for _, _, a in advised] == [lif_cpu._MADV_HUGEPAGE], "the spikes (only) must be advised, once"
+    lif_cpu.lif_torch_fused(x.detach(), return_h=True)
+    assert len(advised) == 3, "spikes and h of a return_h call must each be advised"
     for addr, length, _ in advised:
         assert addr % lif_cpu.HUGE_PAGE == 0 and length % lif_cpu.HUGE_PAGE == 0 and length > 0
     s_eager, (g_eager,) = _run(lif_torch, x, g, torch.float32)
@@ -131,7 +134,7 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
     tail are crossed, and every output starts as NaN so an element the kernel fails to write shows."""
     tile = lif_cpu.BUILD_INFO["tile"]
     real_fresh = lif_cpu._fresh_output
-    monkeypatch.setattr(lif_cpu, "_fresh_output", lambda x, time_major: real_fresh(x, time_major).fill_(float("nan")))
+    monkeypatch.setattr(lif_cpu, "_fresh_output", lambda *args, **kw: real_fresh(*args, **kw).fill_(float("nan")))
     gen = torch.Generator().manual_seed(4)
     B, T, N = 3, 4, 2 * tile + 37
     x = (0.9 * (0.15 + torch.rand(B, T, N, generator=gen))).to(dtype).requires_grad_()
