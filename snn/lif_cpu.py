@@ -195,64 +195,82 @@ def supports(x: torch.Tensor, *others) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# fresh outputs
+# outputs
 # ------------------------------------------------------------------------------------------------
 
-HUGE_PAGE = 2 << 20
-# glibc's largest mmap threshold on 64-bit: every allocation above it is a fresh mapping, so its
-# pages always fault. Smaller ones usually reuse freed heap memory that is already mapped, and
-# advising those made the B=1024 forward slower (1.49 against 1.25 ms, measured interleaved).
-HUGE_PAGE_MIN_BYTES = 32 << 20
-_MADV_HUGEPAGE = 14  # <linux/mman.h>
+LARGE_OUTPUT_BYTES = 32 << 20  # glibc's largest mmap threshold on 64-bit (see OutputCache)
 
 
-@functools.lru_cache(maxsize=1)
-def _madvise():
-    """libc's ``madvise`` where transparent huge pages can be asked for (Linux, THP not ``never``, not
-    switched off with ``SNN_HUGE_PAGES=0``), else None."""
-    if os.environ.get("SNN_HUGE_PAGES", "1") == "0":
-        return None
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            if "[never]" in f.read():
-                return None
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-    return fn
+class OutputCache:
+    """Reuses the storage of large outputs (spikes, h, grad_x) once nothing else holds it.
 
+    On Linux, glibc serves every allocation above 32 MiB with a fresh mapping and returns it to the
+    OS when it is freed, so each large output's first write page-faults and zeroes every 4 KiB
+    page: at the large benchmark shape that is ~27 ms for a 67 MB output against ~7 ms for the
+    LIF itself, on every call. Smaller outputs are usually served from heap memory that is already
+    mapped, so only outputs of ``LARGE_OUTPUT_BYTES`` or more are cached. A cached storage is handed
+    out again only when the cache's reference is its last one (no tensor, view, numpy array or
+    autograd graph still uses it), which is what PyTorch's CUDA caching allocator does for every
+    tensor. It holds at most ``limit_bytes`` (``$SNN_OUTPUT_CACHE_MB``, default 1024; 0 switches
+    it off); :func:`empty_output_cache` frees what is not in use.
 
-def _advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
-    """Ask for 2 MiB pages under a large (32 MiB or more), fresh, not yet touched output, and return it.
-
-    A fresh CPU tensor of that size is new memory from the OS: the kernel's first write to each 4 KiB
-    page faults and zeroes it, which costs more than the LIF itself at the large benchmark shape
-    (a 67 MB output: ~27 ms of faults against ~7 ms of kernel; with 2 MiB pages ~5 ms). This is
-    what PyTorch does for every allocation under ``THP_MEM_ALLOC_ENABLE=1``; here only our own
-    outputs are advised. A hint: where it is refused or unsupported nothing changes.
-
-    Only the forward's outputs are advised. On the shared 2-core VM (means of 20 interleaved
-    forward+backward calls, ms, none / forward outputs / forward outputs and grad_x):
-    B=8192 fp32 133 / 95 / 161, bf16 114 / 88 / 114; large shape fp32 87 / 98 / 114,
-    bf16 71 / 55 / 75. Advising grad_x too made the medians 2x faster but added a call of
-    0.2-1 s every 5-15 calls; forward-only loops were 3-4x faster with no such tail.
-    ``SNN_HUGE_PAGES=0`` switches the advice off.
+    (Asking for transparent huge pages instead was measured too: medians 2-4x better, but on this
+    VM a call of 0.2-1 s every 5-15 calls in forward+backward loops, so no better on average.)
     """
-    nbytes = t.untyped_storage().nbytes()
-    if nbytes < HUGE_PAGE_MIN_BYTES or (madvise := _madvise()) is None:
-        return t
-    start = t.untyped_storage().data_ptr()
-    first = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    last = (start + nbytes) & ~(HUGE_PAGE - 1)
-    if last > first:
-        madvise(first, last - first, _MADV_HUGEPAGE)
-    return t
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self._storages: list[torch.UntypedStorage] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _free(storage: torch.UntypedStorage) -> bool:
+        return torch._C._storage_Use_Count(storage._cdata) == 1
+
+    def storage(self, nbytes: int) -> torch.UntypedStorage:
+        if nbytes < LARGE_OUTPUT_BYTES or self.limit_bytes <= 0:
+            return torch.UntypedStorage(nbytes)
+        with self._lock:
+            for storage in self._storages:
+                if storage.nbytes() == nbytes and self._free(storage):
+                    return storage
+            held = sum(st.nbytes() for st in self._storages)
+            while held + nbytes > self.limit_bytes:  # make room: drop the oldest storage nobody uses
+                victim = next((st for st in self._storages if self._free(st)), None)
+                if victim is None:
+                    return torch.UntypedStorage(nbytes)  # all in use: this one is not cached
+                self._storages.remove(victim)
+                held -= victim.nbytes()
+            storage = torch.UntypedStorage(nbytes)
+            self._storages.append(storage)
+            return storage
+
+    def empty(self) -> None:
+        with self._lock:
+            self._storages = [st for st in self._storages if not self._free(st)]
+
+    def held_bytes(self) -> int:
+        with self._lock:
+            return sum(st.nbytes() for st in self._storages)
 
 
-def _fresh_output(x: torch.Tensor, time_major: bool, huge_pages: bool = True) -> torch.Tensor:
-    out = empty_like_input(x, time_major)
-    return _advise_huge_pages(out) if huge_pages else out
+OUTPUT_CACHE = OutputCache(int(os.environ.get("SNN_OUTPUT_CACHE_MB", "1024")) << 20)
+
+
+def empty_output_cache() -> None:
+    """Free the cached output storages that no tensor uses (:class:`OutputCache`)."""
+    OUTPUT_CACHE.empty()
+
+
+def _fresh_output(x: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """An uninitialised output laid out as :func:`snn.neuron.empty_like_input` lays it out."""
+    B, T, rest = x.shape[0], x.shape[1], tuple(x.shape[2:])
+    base_shape = (T, B, *rest) if time_major else (B, T, *rest)
+    nbytes = math.prod(base_shape) * x.element_size()
+    if nbytes < LARGE_OUTPUT_BYTES:
+        return empty_like_input(x, time_major)
+    out = torch.empty(0, dtype=x.dtype).set_(OUTPUT_CACHE.storage(nbytes), 0, base_shape)
+    return out.transpose(0, 1) if time_major else out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,7 +393,7 @@ def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0
     B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
     N = math.prod(neuron_shape)
     dtype = x.dtype
-    grad_x = _fresh_output(x, time_major, huge_pages=False)  # not advised: see _advise_huge_pages
+    grad_x = _fresh_output(x, time_major)
     grad_v0 = torch.empty((B, *neuron_shape), dtype=dtype) if need_v0 else None
     need_tau = need_tau and isinstance(tau, torch.Tensor)
     need_thresh = need_thresh and isinstance(thresh, torch.Tensor)

@@ -91,40 +91,71 @@ def test_falls_back_to_eager_with_one_warning_without_a_compiler(monkeypatch, tm
     assert lif_cpu.available()
 
 
-def test_large_outputs_are_advised_huge_pages_and_stay_exact(monkeypatch):
-    """Forward outputs of 32 MiB or more (spikes, h) get MADV_HUGEPAGE before the kernel writes them;
-    smaller ones are left alone (they usually reuse mapped heap memory), and so is grad_x (see
-    lif_cpu._advise_huge_pages for the measurement). Results are unchanged."""
-    advised = []
+def _large_input(seed: int) -> torch.Tensor:
+    """[1, 6, n] fp32 whose outputs are just over the cache's size limit (n is a multiple of nothing)."""
+    n = (lif_cpu.LARGE_OUTPUT_BYTES // 4) // 6 + 4099
+    return 0.6 + 0.6 * torch.randn(1, 6, n, generator=torch.Generator().manual_seed(seed))
 
-    def record(addr, length, advice):
-        advised.append((addr, length, advice))
-        return 0
 
-    monkeypatch.setattr(lif_cpu, "_madvise", lambda: record)
-    small = 0.6 + 0.6 * torch.randn(4, 3, 100, generator=torch.Generator().manual_seed(2))
-    _run(lif_cpu.lif_torch_fused, small, torch.ones_like(small), torch.float32)
-    assert advised == [], "a small output was advised"
+@pytest.fixture
+def output_cache(monkeypatch):
+    cache = lif_cpu.OutputCache(1 << 30)
+    monkeypatch.setattr(lif_cpu, "OUTPUT_CACHE", cache)
+    return cache
 
-    gen = torch.Generator().manual_seed(3)
-    n = (lif_cpu.HUGE_PAGE_MIN_BYTES // 4) // 6 + 4099  # 6 steps of fp32: just over the limit, not a multiple of anything
-    x = 0.6 + 0.6 * torch.randn(1, 6, n, generator=gen)
-    g = torch.randn(x.shape, generator=gen)
+
+def test_large_outputs_reuse_storage_only_when_nothing_holds_it(output_cache):
+    """The storage of a large output is handed out again only once its tensor, views and graph
+    are gone; results stay exact, and small outputs are never cached."""
+    x = _large_input(3)
+    s1 = lif_cpu.lif_torch_fused(x)
+    first = s1.untyped_storage().data_ptr()
+    view = s1[0, 2:]
+    del s1
+    s2 = lif_cpu.lif_torch_fused(x)
+    assert s2.untyped_storage().data_ptr() != first, "a storage still used by a view was handed out again"
+    del view
+    s3 = lif_cpu.lif_torch_fused(x)
+    assert s3.untyped_storage().data_ptr() == first, "a storage nobody uses was not reused"
+    assert torch.equal(s2, s3) and torch.equal(s3, lif_torch(x))
+    assert output_cache.held_bytes() == 2 * s3.untyped_storage().nbytes()
+
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, torch.float32)
-    assert [a for _, _, a in advised] == [lif_cpu._MADV_HUGEPAGE], "the spikes (only) must be advised, once"
-    lif_cpu.lif_torch_fused(x.detach(), return_h=True)
-    assert len(advised) == 3, "spikes and h of a return_h call must each be advised"
-    for addr, length, _ in advised:
-        assert addr % lif_cpu.HUGE_PAGE == 0 and length % lif_cpu.HUGE_PAGE == 0 and length > 0
     s_eager, (g_eager,) = _run(lif_torch, x, g, torch.float32)
     assert torch.equal(s_fused, s_eager) and torch.equal(g_fused, g_eager)
 
+    held = output_cache.held_bytes()
+    small = 0.6 + 0.6 * torch.randn(4, 3, 100, generator=torch.Generator().manual_seed(2))
+    _run(lif_cpu.lif_torch_fused, small, torch.ones_like(small), torch.float32)
+    assert output_cache.held_bytes() == held, "a small output was cached"
 
-def test_huge_page_advice_is_a_hint_that_may_be_refused(monkeypatch):
-    """Where madvise fails (or THP is off) the outputs are computed exactly as without it."""
-    monkeypatch.setattr(lif_cpu, "_madvise", lambda: (lambda *args: -1))
-    t = torch.empty(lif_cpu.HUGE_PAGE_MIN_BYTES // 4 + 1)
-    assert lif_cpu._advise_huge_pages(t) is t
+
+def test_output_cache_limit_and_release(output_cache):
+    x = _large_input(5)
+    nbytes = x.numel() * 4
+    output_cache.limit_bytes = 0
+    lif_cpu.lif_torch_fused(x)
+    assert output_cache.held_bytes() == 0, "SNN_OUTPUT_CACHE_MB=0 must switch the cache off"
+    output_cache.limit_bytes = nbytes + nbytes // 2  # room for one output
+    a = lif_cpu.lif_torch_fused(x)
+    b = lif_cpu.lif_torch_fused(x)  # a still alive: b cannot be cached as well
+    assert output_cache.held_bytes() == nbytes and a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+    lif_cpu.empty_output_cache()
+    assert output_cache.held_bytes() == nbytes, "a storage in use was dropped"
+    del a
+    lif_cpu.empty_output_cache()
+    assert output_cache.held_bytes() == 0
+
+
+def test_output_cache_size_comes_from_the_environment(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import snn.lif_cpu as c; print(c.OUTPUT_CACHE.limit_bytes)"
+    env = {**__import__("os").environ, "SNN_OUTPUT_CACHE_MB": "64"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(64 << 20)
 
 
 @pytest.mark.parametrize("case", ["seed", "soft-sigmoid", "v_reset-atan-detach", "learnable-rectangle", "v0-return_v"])
@@ -164,13 +195,3 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
     for a, b in zip(g_f, g_e):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol if dtype == torch.float32 else 2e-2,
                                    atol=tol if dtype == torch.float32 else 2e-2)
-
-
-def test_huge_pages_can_be_switched_off(monkeypatch):
-    monkeypatch.setenv("SNN_HUGE_PAGES", "0")
-    lif_cpu._madvise.cache_clear()
-    try:
-        assert lif_cpu._madvise() is None
-    finally:
-        monkeypatch.delenv("SNN_HUGE_PAGES")
-        lif_cpu._madvise.cache_clear()
