@@ -201,6 +201,10 @@ def supports(x: torch.Tensor, *others) -> bool:
 LARGE_OUTPUT_BYTES = 32 << 20  # glibc's largest mmap threshold on 64-bit (see OutputCache)
 
 
+# The storage's reference count (private API, present in the pinned torch; without it nothing is cached).
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
 class OutputCache:
     """Reuses the storage of large outputs (spikes, h, grad_x) once nothing else holds it.
 
@@ -225,10 +229,10 @@ class OutputCache:
 
     @staticmethod
     def _free(storage: torch.UntypedStorage) -> bool:
-        return torch._C._storage_Use_Count(storage._cdata) == 1
+        return _storage_use_count(storage._cdata) == 1
 
     def storage(self, nbytes: int) -> torch.UntypedStorage:
-        if nbytes < LARGE_OUTPUT_BYTES or self.limit_bytes <= 0:
+        if nbytes < LARGE_OUTPUT_BYTES or self.limit_bytes <= 0 or _storage_use_count is None:
             return torch.UntypedStorage(nbytes)
         with self._lock:
             for storage in self._storages:
