@@ -221,16 +221,20 @@ def sj_native(x: torch.Tensor, g: torch.Tensor):
     return x_native, g_native, lambda s: s.reshape(T, B, N).transpose(0, 1)
 
 
-def sj_reference_runner(x: torch.Tensor, g: torch.Tensor) -> Runner:
+def sj_reference_runner(x: torch.Tensor, g: torch.Tensor, compiled: bool = False) -> Runner:
     """SpikingJelly's LIFNode on whatever path it picks for the device (its CPU path here): used to
-    check the mapping above on CPU; never timed."""
+    check the mapping above on CPU; never timed. ``compiled``: the node under ``torch.compile``
+    (contender 5c); its state is reset outside the compiled region before every call."""
     neuron, surrogate, functional = _import_spikingjelly()
     node = neuron.LIFNode(**SJ_NODE_ARGS, surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0)).to(x.device)
     x_native, g_native, to_btn = sj_native(x, g)
+    if compiled:
+        torch._dynamo.reset()
+    call = torch.compile(node, dynamic=False) if compiled else node
 
     def run(x_seq: torch.Tensor) -> torch.Tensor:
         functional.reset_net(node)
-        return node(x_seq)
+        return call(x_seq)
 
     return Runner(fn=run, x=x_native, g=g_native, to_btn=to_btn, info={"spikingjelly": _sj_version()})
 
@@ -315,20 +319,10 @@ def _make_spikingjelly(backend: str) -> Callable[[torch.Tensor, torch.Tensor], R
 
 def _make_sj_compiled(x: torch.Tensor, g: torch.Tensor) -> Runner:
     """``torch.compile`` of SpikingJelly's multi-step ``LIFNode`` on its plain-PyTorch path (any device):
-    the issue's CPU goal. The node's state is reset outside the compiled region before every call."""
-    neuron, surrogate, functional = _import_spikingjelly()
-    node = neuron.LIFNode(**SJ_NODE_ARGS, surrogate_function=surrogate.PiecewiseQuadratic(alpha=1.0)).to(x.device)
-    x_native, g_native, to_btn = sj_native(x, g)
-    torch._dynamo.reset()
-    compiled = torch.compile(node, dynamic=False)
-
-    def run(x_seq: torch.Tensor) -> torch.Tensor:
-        functional.reset_net(node)
-        return compiled(x_seq)
-
+    the issue's CPU goal. Compiled and warmed before return."""
     start = time.perf_counter()
-    runner = Runner(fn=run, x=x_native, g=g_native, to_btn=to_btn,
-                    info={"spikingjelly": _sj_version(), "layout": "[T, B*N], prepared outside the timed region"})
+    runner = sj_reference_runner(x, g, compiled=True)
+    runner.info["layout"] = "[T, B*N], prepared outside the timed region"
     runner.forward_backward()
     runner.forward_backward()  # the second call runs with the state reset from a tensor: guards settle
     runner.info["compile_seconds"] = round(time.perf_counter() - start, 2)

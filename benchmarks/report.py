@@ -257,6 +257,12 @@ def train_lines(meta: dict, records: list[dict]) -> list[str]:
     return out
 
 
+def _margins(med: dict, ours: str, rival: str) -> list[tuple[float, str]]:
+    """(rival median / our median, "case pass") for every case and pass both were timed in."""
+    return [(med[(k[0], k[1], rival)]["median"] / r["median"], f"{k[0]} {MODE_NAME[k[1]]}")
+            for k, r in med.items() if k[2] == ours and (k[0], k[1], rival) in med]
+
+
 def cpu_target_lines(meta: dict, records: list[dict]) -> list[str]:
     """Issue 11's CPU targets for the fused C kernel (contender 3c), from this run's medians."""
     if _is_cuda(meta):
@@ -271,8 +277,7 @@ def cpu_target_lines(meta: dict, records: list[dict]) -> list[str]:
     rows = []
 
     def margin_row(rival: str, label: str, need: bool) -> None:
-        pairs = [(med[(k[0], k[1], rival)]["median"] / r["median"], f"{k[0]} {MODE_NAME[k[1]]}")
-                 for k, r in ours.items() if (k[0], k[1], rival) in med]
+        pairs = _margins(med, FUSED_CPU, rival)
         if not pairs:
             rows.append([label, "not measured (contender unavailable)", "-"])
             return
@@ -319,12 +324,12 @@ def target_rows(meta: dict, records: list[dict], train: dict | None = None) -> l
             ratio = a["median"] / b["median"]
             rows.append([f"B=1024,T=6,N=512 {dt} fwd+bwd: >= 20x vs contender 1", fmt_x(ratio), verdict(ratio >= 20)])
     for rival in ("c2-unbind", "c3-compile", *SJ_KEYS):
-        pairs = [(k, r) for k, r in med.items() if k[2] == OURS and (k[0], k[1], rival) in med]
+        pairs = _margins(med, OURS, rival)
         if not pairs:
             if rival in SJ_KEYS:
                 rows.append([f"faster than {rival} everywhere", "not measured (contender unavailable)", "-"])
             continue
-        worst = min(((med[(k[0], k[1], rival)]["median"] / r["median"]), f"{k[0]} {MODE_NAME[k[1]]}") for k, r in pairs)
+        worst = min(pairs)
         rows.append([f"faster than {rival} at every shape/dtype/pass ({len(pairs)})", f"slowest margin {fmt_x(worst[0])} ({worst[1]})", verdict(worst[0] > 1)])
     if train is not None:
         rows.append(train["target_row"])

@@ -232,7 +232,9 @@ class OutputCache:
         return _storage_use_count(storage._cdata) == 1
 
     def storage(self, nbytes: int) -> torch.UntypedStorage:
-        if nbytes < LARGE_OUTPUT_BYTES or self.limit_bytes <= 0 or _storage_use_count is None:
+        """A storage of ``nbytes`` (callers ask for ``LARGE_OUTPUT_BYTES`` or more): a cached one nobody
+        uses, else a new one, kept when the limit allows."""
+        if self.limit_bytes <= 0 or _storage_use_count is None:
             return torch.UntypedStorage(nbytes)
         with self._lock:
             for storage in self._storages:
@@ -267,14 +269,12 @@ def empty_output_cache() -> None:
 
 
 def _fresh_output(x: torch.Tensor, time_major: bool) -> torch.Tensor:
-    """An uninitialised output laid out as :func:`snn.neuron.empty_like_input` lays it out."""
-    B, T, rest = x.shape[0], x.shape[1], tuple(x.shape[2:])
-    base_shape = (T, B, *rest) if time_major else (B, T, *rest)
-    nbytes = math.prod(base_shape) * x.element_size()
+    """An uninitialised output laid out as :func:`snn.neuron.empty_like_input` lays it out; a large
+    one over a storage from :data:`OUTPUT_CACHE`."""
+    nbytes = x.numel() * x.element_size()
     if nbytes < LARGE_OUTPUT_BYTES:
         return empty_like_input(x, time_major)
-    out = torch.empty(0, dtype=x.dtype).set_(OUTPUT_CACHE.storage(nbytes), 0, base_shape)
-    return out.transpose(0, 1) if time_major else out
+    return empty_like_input(x, time_major, storage=OUTPUT_CACHE.storage(nbytes))
 
 
 # ------------------------------------------------------------------------------------------------

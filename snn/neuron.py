@@ -178,15 +178,20 @@ def neuron_shape_param(value, name: str, x: torch.Tensor):
     return value if isinstance(value, (float, torch.SymFloat)) else float(value)
 
 
-def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | None = None) -> torch.Tensor:
+def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | None = None,
+                     storage: torch.UntypedStorage | None = None) -> torch.Tensor:
     """An output buffer for ``x [B, T, ...]``: contiguous, or ``[T, B, ...]`` storage seen as ``[B, T, ...]``.
 
     For ``time_dim=0`` callers the outputs are then contiguous in the caller's own layout.
+    ``storage``: lay the buffer over this (large enough) storage instead of allocating one.
     """
     dtype = x.dtype if dtype is None else dtype
-    if time_major:
-        return torch.empty((x.shape[1], x.shape[0], *x.shape[2:]), dtype=dtype, device=x.device).transpose(0, 1)
-    return torch.empty(x.shape, dtype=dtype, device=x.device)
+    shape = (x.shape[1], x.shape[0], *x.shape[2:]) if time_major else x.shape
+    if storage is None:
+        out = torch.empty(shape, dtype=dtype, device=x.device)
+    else:
+        out = torch.empty(0, dtype=dtype, device=x.device).set_(storage, 0, shape)
+    return out.transpose(0, 1) if time_major else out
 
 
 def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) -> LIFSpec:

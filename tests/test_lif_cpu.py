@@ -8,6 +8,9 @@ forward saves, and the fallback (one warning) where no C compiler is found.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -148,12 +151,9 @@ def test_output_cache_limit_and_release(output_cache):
     assert output_cache.held_bytes() == 0
 
 
-def test_output_cache_size_comes_from_the_environment(tmp_path):
-    import subprocess
-    import sys
-
+def test_output_cache_size_comes_from_the_environment():
     code = "import snn.lif_cpu as c; print(c.OUTPUT_CACHE.limit_bytes)"
-    env = {**__import__("os").environ, "SNN_OUTPUT_CACHE_MB": "64"}
+    env = {**os.environ, "SNN_OUTPUT_CACHE_MB": "64"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(64 << 20)
 

@@ -153,7 +153,7 @@ typedef struct {
 } FwdArgs;
 
 /* One tile (batch row b, neurons n0 .. n0+TILE) over all steps. Specialised per (dtype, contig,
- * mode) below: the OpenMP region calls a specialised function per tile (constants do not reach
+ * mode, per-neuron parameters) below: the OpenMP region calls a specialised function per tile (constants do not reach
  * code that GCC outlines for a parallel region, so the region itself must stay generic). */
 INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const int pn, const FwdArgs *a, int64_t tile) {
     const int64_t esz = dt == DT_F32 ? 4 : 2;
