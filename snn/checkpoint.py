@@ -235,6 +235,36 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _ErrorRecordingFile:
+    """A binary file that remembers the first :class:`OSError` of a write or flush (see :func:`atomic_write`)."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self.error: OSError | None = None
+
+    def _recorded(self, method, *args):
+        try:
+            return method(*args)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def write(self, data):
+        return self._recorded(self._raw.write, data)
+
+    def flush(self):
+        return self._recorded(self._raw.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
 def atomic_write(path: str | Path, write: Callable, what: str = "file") -> None:
     """Call ``write(handle)`` on a temp file beside ``path``, fsync it and rename it over ``path``.
 
@@ -243,19 +273,27 @@ def atomic_write(path: str | Path, write: Callable, what: str = "file") -> None:
     """
     path = Path(path)
     tmp_name = None
+    handle = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, 0o666 & ~_umask())  # the mode open() would give: mkstemp's is always 0600
+        with os.fdopen(fd, "wb") as raw:
+            handle = _ErrorRecordingFile(raw)
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(raw.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_dir(path.parent)
-    except OSError as exc:
-        raise UserError(f"cannot write the {what} {path}: {_describe(exc)}; "
-                        f"the previous {path.name} (if any) is unchanged.") from exc
+    except (OSError, RuntimeError) as exc:
+        # A writer in C++ (torch.save's zip writer) turns the OSError of a full disk into its own
+        # RuntimeError ("unexpected pos ..."): the OSError the file recorded is the real cause.
+        cause = exc if isinstance(exc, OSError) else getattr(handle, "error", None)
+        if cause is None:
+            raise
+        raise UserError(f"cannot write the {what} {path}: {_describe(cause)}; "
+                        f"the previous {path.name} (if any) is unchanged.") from cause
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):

@@ -37,6 +37,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import sys
 import threading
 import time
 import warnings
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from snn.errors import UserError
 from snn.neuron import LIFSpec, empty_like_input, make_lif_function
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_cpu.c"
@@ -123,32 +125,84 @@ def _cpu_flags() -> str:
     return ""
 
 
+class _BuildProblem(RuntimeError):
+    """Why the library cannot be had, with the advice that fits that cause."""
+
+    def __init__(self, cause: str, advice: str):
+        super().__init__(cause)
+        self.advice = advice
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(library: Path) -> bool:
+    """Whether ``library`` is the complete file a build wrote: its size and SHA-256 match the record
+    written beside it (``<library>.sha256``) before the library itself was renamed into place.
+
+    Loading an unverified file is not safe: ``dlopen`` maps a truncated shared object without
+    complaint and the process then dies of SIGBUS on the first access past its end.
+    """
+    record = library.with_name(library.name + ".sha256")
+    try:
+        size, digest = record.read_text().split()
+        return library.stat().st_size == int(size) and _digest(library) == digest
+    except (OSError, ValueError):
+        return False
+
+
+def _compile(path: str, directory: Path, library: Path) -> None:
+    """Build into a temporary file, record its size and checksum, then rename it into place (atomic:
+    a concurrent first call sees either no library or a complete one with its record)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+        os.close(fd)
+    except OSError as exc:
+        raise _BuildProblem(f"its cache folder {str(directory)!r} is not writable ({exc.strerror or exc})",
+                            "Point SNN_CACHE_DIR at a writable folder.") from None
+    start = time.perf_counter()
+    try:
+        result = subprocess.run([path, *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise _BuildProblem(f"{os.path.basename(path)} failed ({result.returncode}): {result.stderr.strip()[:2000]}",
+                                "Point SNN_CC at a C compiler with OpenMP support (e.g. gcc).")
+        record = library.with_name(library.name + ".sha256")
+        record_tmp = Path(tmp + ".sha256")
+        record_tmp.write_text(f"{os.path.getsize(tmp)} {_digest(Path(tmp))}\n")
+        os.replace(record_tmp, record)
+        os.replace(tmp, library)
+    except OSError as exc:
+        raise _BuildProblem(f"writing it into {str(directory)!r} failed ({exc.strerror or exc})",
+                            "Free some space there or point SNN_CACHE_DIR at another folder.") from None
+    finally:
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    BUILD_INFO["build_seconds"] = round(time.perf_counter() - start, 2)
+    _log.info("snn: built the fused CPU LIF kernel (%s) in %.2f s: %s", os.path.basename(path),
+              BUILD_INFO["build_seconds"], library)
+
+
 def _build() -> ctypes.CDLL:
     cc = compiler()
     path = shutil.which(cc)
     if path is None:
-        raise RuntimeError(f"no C compiler {cc!r} on PATH (set SNN_CC or CC)")
+        raise _BuildProblem(f"no C compiler {cc!r} on PATH",
+                            "Install a C compiler with OpenMP (e.g. gcc) or point SNN_CC at one.")
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, path.encode(), " ".join(CFLAGS).encode(), _cpu_flags().encode()])).hexdigest()[:16]
     directory = cache_dir()
     library = directory / f"lif_cpu-{key}.so"
     BUILD_INFO.update(compiler=path, flags=" ".join(CFLAGS), library=str(library), build_seconds=None)
-    if not library.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
-        os.close(fd)
-        start = time.perf_counter()
-        try:
-            result = subprocess.run([path, *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"{cc} failed ({result.returncode}): {result.stderr.strip()[:2000]}")
-            os.replace(tmp, library)  # atomic: a concurrent first call loads either file, never half of one
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        BUILD_INFO["build_seconds"] = round(time.perf_counter() - start, 2)
-        _log.info("snn: built the fused CPU LIF kernel (%s) in %.2f s: %s", os.path.basename(path),
-                  BUILD_INFO["build_seconds"], library)
+    record = library.with_name(library.name + ".sha256")
+    if library.exists() and record.exists() and not _verified(library):  # (no record: built before records)
+        warnings.warn(f"snn: the cached fused CPU LIF library {str(library)!r} is incomplete or damaged; "
+                      "rebuilding it.", RuntimeWarning, stacklevel=_user_stacklevel())
+        BUILD_INFO["rebuilt_damaged"] = True
+    if not _verified(library):
+        _compile(path, directory, library)
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
     lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
@@ -156,21 +210,35 @@ def _build() -> ctypes.CDLL:
     return lib
 
 
+_PACKAGE_DIRS = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside snn and torch, so the
+    warning shows the user's line, not one of ours."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def load():
     """The compiled library, built on first use; None (after one warning) where it cannot be built."""
     global _lib, _tried
     if _tried:
         return _lib
+    OUTPUT_CACHE.limit_bytes  # a bad $SNN_OUTPUT_CACHE_MB is refused at the first call, whatever its size
     with _lock:
         if not _tried:
             try:
                 _lib = _build()
-            except Exception as exc:  # no compiler, a failed build, an unloadable library
+            except Exception as exc:  # no compiler, a failed build, an unwritable cache, an unloadable library
                 BUILD_INFO["error"] = f"{type(exc).__name__}: {exc}"
+                advice = getattr(exc, "advice", "Install a C compiler with OpenMP (e.g. gcc) or point SNN_CC at one.")
                 warnings.warn(
-                    f"snn: the fused CPU LIF kernel is unavailable ({exc}); the torch backend uses its eager "
-                    "implementation on the CPU (correct, several times slower). Install a C compiler with OpenMP "
-                    "(e.g. gcc) or point SNN_CC at one.", RuntimeWarning, stacklevel=3)
+                    f"snn: the fused CPU LIF kernel is unavailable: {exc}. The torch backend uses its eager "
+                    f"implementation on the CPU (correct, several times slower). {advice}", RuntimeWarning,
+                    stacklevel=_user_stacklevel())
                 _lib = None
             _tried = True
     return _lib
@@ -205,6 +273,11 @@ LARGE_OUTPUT_BYTES = 32 << 20  # glibc's largest mmap threshold on 64-bit (see O
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
+# Python references to a cached storage that only the cache holds, as seen inside OutputCache._free:
+# the cache's list, the caller's loop variable, _free's argument and getrefcount's own argument.
+_CACHE_ONLY_REFS = 4
+
+
 class OutputCache:
     """Reuses the storage of large outputs (spikes, h, grad_x) once nothing else holds it.
 
@@ -222,14 +295,28 @@ class OutputCache:
     VM a call of 0.2-1 s every 5-15 calls in forward+backward loops, so no better on average.)
     """
 
-    def __init__(self, limit_bytes: int):
-        self.limit_bytes = limit_bytes
+    def __init__(self, limit_bytes: int | None = None):
+        self._limit_bytes = limit_bytes  # None: read $SNN_OUTPUT_CACHE_MB at first use
         self._storages: list[torch.UntypedStorage] = []
         self._lock = threading.Lock()
 
+    @property
+    def limit_bytes(self) -> int:
+        if self._limit_bytes is None:
+            self._limit_bytes = output_cache_limit_from_environment()
+        return self._limit_bytes
+
+    @limit_bytes.setter
+    def limit_bytes(self, value: int) -> None:
+        self._limit_bytes = value
+
     @staticmethod
     def _free(storage: torch.UntypedStorage) -> bool:
-        return _storage_use_count(storage._cdata) == 1
+        """Nothing but the cache can reach ``storage``: no tensor (or view, numpy array, graph) holds its
+        memory, and no Python name holds the storage object itself. Both counts are needed: PyTorch
+        keeps one Python object per storage, so ``out.untyped_storage()`` returns the very object the
+        cache holds, which adds a Python reference but no storage use."""
+        return _storage_use_count(storage._cdata) == 1 and sys.getrefcount(storage) <= _CACHE_ONLY_REFS
 
     def storage(self, nbytes: int) -> torch.UntypedStorage:
         """A storage of ``nbytes`` (callers ask for ``LARGE_OUTPUT_BYTES`` or more): a cached one nobody
@@ -260,7 +347,23 @@ class OutputCache:
             return sum(st.nbytes() for st in self._storages)
 
 
-OUTPUT_CACHE = OutputCache(int(os.environ.get("SNN_OUTPUT_CACHE_MB", "1024")) << 20)
+def output_cache_limit_from_environment() -> int:
+    """``$SNN_OUTPUT_CACHE_MB`` in bytes (default 1024 MiB); a value that is not a whole number >= 0 is
+    refused with one sentence (:class:`snn.errors.UserError`) at the first call that needs it."""
+    text = os.environ.get("SNN_OUTPUT_CACHE_MB")
+    if text is None:
+        return 1024 << 20
+    try:
+        megabytes = int(text.strip())
+    except ValueError:
+        megabytes = -1
+    if not 0 <= megabytes <= 1 << 40:
+        raise UserError(f"SNN_OUTPUT_CACHE_MB must be a whole number of MiB, 0 or more (0 switches the CPU "
+                        f"output cache off; unset means 1024), not {text!r}.")
+    return megabytes << 20
+
+
+OUTPUT_CACHE = OutputCache()
 
 
 def empty_output_cache() -> None:
@@ -491,7 +594,8 @@ def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
     torch.compile, torch.export and torch.func, which see that op (ctypes calls cannot be traced)."""
     from snn.ops import _plain_eager
 
-    if supports(x, tau, thresh, v0) and _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0):
+    # _plain_eager first: under torch.compile it is False, so Dynamo never reaches load()'s lock.
+    if _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0) and supports(x, tau, thresh, v0):
         return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     from snn.lif_torch import eager_core
 

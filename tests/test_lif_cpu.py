@@ -195,3 +195,96 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
     for a, b in zip(g_f, g_e):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol if dtype == torch.float32 else 2e-2,
                                    atol=tol if dtype == torch.float32 else 2e-2)
+
+
+def test_a_storage_the_caller_holds_is_never_handed_out_again(output_cache):
+    """Issue 15: ``st = out.untyped_storage(); del out`` keeps the memory reachable; the next call must
+    not write into it (PyTorch returns the cache's own storage object, so only its Python references show it)."""
+    x = _large_input(7)
+    out = lif_cpu.lif_torch_fused(x)
+    expected, shape, stride = out.clone(), out.shape, out.stride()
+    storage = out.untyped_storage()
+    del out
+    other = lif_cpu.lif_torch_fused(2.0 * x)
+    assert other.untyped_storage().data_ptr() != storage.data_ptr(), "a storage the caller holds was handed out again"
+    assert torch.equal(torch.empty(0).set_(storage, 0, shape, stride), expected), "a held storage was overwritten"
+    held = [storage]
+    del storage, other
+    again = lif_cpu.lif_torch_fused(3.0 * x)
+    assert again.untyped_storage().data_ptr() != held[0].data_ptr(), "a storage held in a list was handed out again"
+    del again
+    held.clear()
+    first = lif_cpu.lif_torch_fused(x).untyped_storage().data_ptr()
+    assert lif_cpu.lif_torch_fused(x).untyped_storage().data_ptr() == first, "a storage nobody holds was not reused"
+
+
+def _fresh(code: str, env: dict, cwd=None):
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+FIRST_CALL = "import torch; from snn import lif_spike; print(int(lif_spike(torch.full((2, 3, 5), 1.2)).sum()))"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero-bytes", "garbage"])
+def test_a_damaged_cached_library_is_rebuilt_with_one_warning(tmp_path, damage):
+    """Issue 15: a truncated cached .so crashed every process with SIGBUS (dlopen maps it, the first
+    access past its end kills the process). It is verified against its record and rebuilt."""
+    env = {"SNN_CACHE_DIR": str(tmp_path)}
+    assert _fresh(FIRST_CALL, env).returncode == 0
+    (library,) = tmp_path.glob("lif_cpu-*.so")
+    size = library.stat().st_size
+    if damage == "truncated":
+        os.truncate(library, size * 2 // 3)
+    elif damage == "zero-bytes":
+        os.truncate(library, 0)
+    else:
+        library.write_bytes(os.urandom(size))
+    result = _fresh(FIRST_CALL, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10"
+    assert result.stderr.count("incomplete or damaged; rebuilding it") == 1, result.stderr
+    assert library.stat().st_size == size
+    again = _fresh(FIRST_CALL, env)
+    assert again.returncode == 0 and "Warning" not in again.stderr, again.stderr
+
+
+def test_an_unwritable_cache_folder_is_named_in_the_fallback_warning(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _fresh(FIRST_CALL, {"SNN_CACHE_DIR": str(blocker / "cache")})
+    assert result.returncode == 0 and result.stdout.strip() == "10"
+    assert "is not writable" in result.stderr and "SNN_CACHE_DIR" in result.stderr, result.stderr
+    assert "install a C compiler" not in result.stderr.lower()
+    # the warning points at the user's line, not at a line of ours
+    assert "<string>:1: RuntimeWarning" in result.stderr and "snn/" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "abc", "1.5", "-1"])
+def test_a_bad_output_cache_size_is_one_sentence_naming_the_variable(value):
+    result = _fresh(FIRST_CALL, {"SNN_OUTPUT_CACHE_MB": value})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("snn.errors.UserError: SNN_OUTPUT_CACHE_MB must be a whole number") and repr(value) in last
+
+
+COMPILE_FIRST = """
+import torch
+from torch import nn
+from snn import LIFSpike, TimeDistributed, direct_encode
+from snn.model import MLPConfig, SpikingMLP
+mlp = SpikingMLP(MLPConfig(in_features=12, hidden=8, num_classes=3, time_steps=3), backend="torch")
+x = torch.rand(16, 12) * 3
+torch.testing.assert_close(torch.compile(mlp, fullgraph=True)(x), mlp(x))
+conv = nn.Sequential(TimeDistributed(nn.Conv2d(1, 4, 3, padding=1)), TimeDistributed(nn.BatchNorm2d(4)),
+                     LIFSpike(tau=1.0, surrogate="atan"), TimeDistributed(nn.MaxPool2d(2)))
+images = direct_encode(torch.rand(3, 1, 8, 8), 2)
+torch.testing.assert_close(torch.compile(conv, fullgraph=True)(images), conv(images))
+print("ok")
+"""
+
+
+def test_compile_as_the_first_thing_in_a_fresh_process(tmp_path):
+    """Issue 15: Dynamo met the lock that guards the library's first load (Unsupported context manager)."""
+    result = _fresh(COMPILE_FIRST, {"SNN_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
