@@ -166,7 +166,11 @@ def neuron_shape_param(value, name: str, x: torch.Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a float tensor, got {value.dtype}")
         neuron_dims = tuple(x.shape[2:])
-        if value.dim() > len(neuron_dims) or torch.broadcast_shapes(value.shape, neuron_dims) != neuron_dims:
+        try:
+            fits = value.dim() <= len(neuron_dims) and torch.broadcast_shapes(value.shape, neuron_dims) == neuron_dims
+        except RuntimeError:  # torch's own broadcast error names positions, not our argument
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{name} of shape {tuple(value.shape)} does not broadcast over the neuron dimensions {neuron_dims} "
                 "(it is per neuron: shared over batch and time)"
@@ -266,7 +270,12 @@ def make_lif_function(core, name: str):
                     raise ValueError(f"v0 is on {v0.device} but the input is on {x.device}")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{name}: {exc}") from None
-        spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
+        if x_bt.shape[1] == 0:  # no time steps: nothing fires, the state is the initial one (every backend alike)
+            spikes = x_bt * 0
+            v = (x_bt.new_zeros((x_bt.shape[0], *x_bt.shape[2:])) if v0 is None else v0.to(x.dtype)) if return_v else None
+            h = spikes.detach() if return_h else None
+        else:
+            spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
         if time_dim == 0:
             spikes = spikes.transpose(0, 1)
             h = None if h is None else h.transpose(0, 1)

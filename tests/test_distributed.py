@@ -83,3 +83,15 @@ def test_resume_under_torchrun_replays_exactly(two_ranks, mnist_dir, tmp_path):
     a, b = load_checkpoint(tmp_path / "r.last.pth"), load_checkpoint(folder / "ddp.last.pth")
     for key, value in b["model_state"].items():
         assert torch.equal(a["model_state"][key], value), key
+
+
+def test_a_folder_as_checkpoint_gets_the_same_sentence_from_every_rank(tmp_path):
+    """Issue 15: with a folder as --checkpoint the ranks printed different errors."""
+    folder = tmp_path / "folder.pth"
+    folder.mkdir()
+    result = torchrun(["--checkpoint", str(folder), "--data-dir", str(tmp_path / "data"), *COMMON])
+    assert result.returncode != 0
+    errors = sorted({line for line in result.stderr.splitlines() if line.startswith("error: ")})
+    assert errors == [f"error: the checkpoint {folder} is a folder; pass a file path."], result.stderr[-3000:]
+    # torchrun prints its own ChildFailedError traceback for a rank that exits non-zero; none from our code
+    assert not [line for line in result.stderr.splitlines() if line.strip().startswith("File") and "/snn/" in line]

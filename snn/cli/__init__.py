@@ -16,3 +16,26 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     except KeyboardInterrupt:
         print("\ninterrupted.", file=sys.stderr)
         sys.exit(130)
+
+
+MAX_SEED = (1 << 63) - 1  # torch.manual_seed takes 64-bit seeds
+
+
+def bounded(kind: type, low, high) -> Callable[[str], object]:
+    """An argparse ``type`` that reads a ``kind`` (int or float) from ``low`` to ``high`` inclusive,
+    so a value outside the range is a usage error, never an overflow or a huge allocation later."""
+    import argparse
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or (kind is float and not math.isfinite(value)) or not low <= value <= high:
+            noun, span = ("a whole number", f"{low} to {high}") if kind is int else ("a number", f"{low:g} to {high:g}")
+            raise argparse.ArgumentTypeError(f"must be {noun} from {span}, not {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

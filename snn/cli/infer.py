@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from snn.backends import BACKENDS
+from snn.cli import MAX_SEED, bounded
 from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
 from snn.data import load_mnist, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files or folders of images (sorted by name), predicted as one batch")
     source.add_argument("--index", nargs="+", type=int, metavar="N", help="MNIST test-set image(s) by index")
     source.add_argument("--random", action="store_true", help="a random MNIST test-set image")
-    parser.add_argument("--seed", type=int, default=None, help="seed for --random and menu choice 1 (default: unseeded)")
+    parser.add_argument("--seed", type=bounded(int, 0, MAX_SEED), default=None,
+                        help=f"seed for --random and menu choice 1, 0..{MAX_SEED} (default: unseeded)")
     parser.add_argument("--out", metavar="FIGURE.png",
                         help=f"save the figure here (in the menu without a display, default: {DEFAULT_FIGURE})")
     parser.add_argument("--json", action="store_true",

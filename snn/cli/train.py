@@ -36,7 +36,7 @@ from snn.device import DEVICE_CHOICES, resolve_device
 from snn.distributed import SINGLE, World
 from snn.distributed import setup as setup_distributed
 from snn.distributed import teardown as teardown_distributed
-from snn.cli import run_script
+from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
@@ -44,15 +44,25 @@ from snn.training import Diverged, evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger("train")
 
+# The ranges of the numeric flags (stated in --help): beyond them a value is a typo, an overflow
+# (seeds are 64-bit) or a run that could not finish (a shift past MNIST's margin trains on blank images).
+MAX_EPOCHS = 10_000
+MAX_BATCH = 1 << 20
+MAX_SAMPLES = 1 << 31
+MAX_SHIFT = 8
+MAX_LR = 10.0
+MAX_NEURON_VALUE = 1e3
+MIN_ALPHA, MAX_ALPHA = 1e-3, 1e3
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="LIF implementation: torch, triton (fused kernel) or reference (the seed's loop); default: torch")
-    parser.add_argument("--epochs", type=int, default=20, help="total epochs to train (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch size (default: 128)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the one-cycle schedule (default: 1e-3)")
-    parser.add_argument("--time-steps", type=int, default=6, help=f"simulation steps T, 1..{MAX_TIME_STEPS} (default: 6)")
+    parser.add_argument("--epochs", type=bounded(int, 1, MAX_EPOCHS), default=20, help=f"total epochs to train, 1..{MAX_EPOCHS} (default: 20)")
+    parser.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128, help=f"training batch size, 1..{MAX_BATCH} (default: 128)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the one-cycle schedule, above 0 and at most 10 (default: 1e-3)")
+    parser.add_argument("--time-steps", type=bounded(int, 1, MAX_TIME_STEPS), default=6, help=f"simulation steps T, 1..{MAX_TIME_STEPS} (default: 6)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
     parser.add_argument("--data-dir", default="data", help="MNIST root in torchvision's layout (default: data/)")
     parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth", help="best checkpoint path")
@@ -60,20 +70,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     start.add_argument("--resume", action="store_true", help="continue from the last completed epoch")
     start.add_argument("--overwrite", action="store_true",
                        help="start a new run even though --checkpoint holds an earlier run's model (it is replaced)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic on CPU)")
-    parser.add_argument("--train-samples", type=int, default=None, metavar="N", help="use only the first N training images")
-    parser.add_argument("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
-    parser.add_argument("--max-shift", type=int, default=2, metavar="PX",
-                        help="random translation of training images by up to PX pixels (0 = off; default: 2)")
+    parser.add_argument("--seed", type=bounded(int, 0, MAX_SEED), default=0, help=f"random seed, 0..{MAX_SEED} (runs are deterministic on CPU)")
+    parser.add_argument("--train-samples", type=bounded(int, 1, MAX_SAMPLES), default=None, metavar="N", help="use only the first N training images (N >= 1)")
+    parser.add_argument("--test-samples", type=bounded(int, 1, MAX_SAMPLES), default=None, metavar="N", help="evaluate on the first N test images only (N >= 1)")
+    parser.add_argument("--max-shift", type=bounded(int, 0, MAX_SHIFT), default=2, metavar="PX",
+                        help=f"random translation of training images by up to PX pixels, 0..{MAX_SHIFT} "
+                             "(0 = off; MNIST's digits sit in a 20x20 box with a 4-pixel margin; default: 2)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
     neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s")
-    neuron.add_argument("--v-reset", type=float, default=0.0, help="potential after a hard reset (default: 0)")
+    neuron.add_argument("--v-reset", type=bounded(float, -MAX_NEURON_VALUE, MAX_NEURON_VALUE), default=0.0,
+                        help=f"potential after a hard reset, -{MAX_NEURON_VALUE:g}..{MAX_NEURON_VALUE:g} (default: 0)")
     neuron.add_argument("--detach-reset", action="store_true", help="no gradient through the reset's use of the spike")
     neuron.add_argument("--surrogate", choices=tuple(SURROGATES), default="triangle", help="surrogate of ds/dh (default: triangle)")
-    neuron.add_argument("--alpha", type=float, default=None,
-                        help="the surrogate's parameter (default: triangle 1, sigmoid 4, atan 2, rectangle 1)")
+    neuron.add_argument("--alpha", type=bounded(float, MIN_ALPHA, MAX_ALPHA), default=None,
+                        help=f"the surrogate's parameter, {MIN_ALPHA:g}..{MAX_ALPHA:g} "
+                             "(default: triangle 1, sigmoid 4, atan 2, rectangle 1)")
     neuron.add_argument("--learn-tau", action="store_true", help="one learnable tau per hidden neuron")
     neuron.add_argument("--learn-thresh", action="store_true", help="one learnable threshold per hidden neuron")
     args = parser.parse_args(argv)
@@ -85,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--time-steps must be at most {MAX_TIME_STEPS}")
     if args.max_shift < 0:
         parser.error("--max-shift must be 0 or more")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"--lr must be a finite positive number, got {args.lr}")
+    if not (math.isfinite(args.lr) and 0 < args.lr <= MAX_LR):
+        parser.error(f"--lr must be a finite positive number, at most {MAX_LR:g}, got {args.lr}")
     try:
         model_config(args)
     except ValueError as exc:  # LIFSpec's sentence, e.g. a v_reset with a soft reset
@@ -172,10 +185,17 @@ class Paths:
         check_output_file(self.metrics, "metrics file")
 
 
-def refuse_to_replace(paths: Paths) -> None:
-    """A new run never silently replaces an earlier run's checkpoints."""
+def refuse_to_replace(paths: Paths, overwrite: bool) -> None:
+    """A new run never silently replaces an earlier run's checkpoints, and never replaces a file that
+    is not one of our checkpoints (a user's notes.txt is not "a model"), not even with ``--overwrite``."""
     existing = [path for path in (paths.checkpoint, paths.last) if os.path.lexists(path)]
-    if existing:
+    for path in existing:
+        try:
+            load_checkpoint(path)
+        except UserError:
+            raise UserError(f"{path} exists and is not a checkpoint written by train.py, so it is never replaced "
+                            "(not even with --overwrite); pass another --checkpoint PATH.") from None
+    if existing and not overwrite:
         raise UserError(f"{existing[0]} already holds a model from an earlier run; continue that run with --resume, "
                         "replace it with --overwrite, or pass another --checkpoint PATH.")
 
@@ -238,9 +258,21 @@ def restore(state: dict, path: Path, model, optimizer, scheduler) -> None:
         raise UserError(f"--resume: {path} has a damaged training state ({detail}).") from exc
 
 
+def divergence_advice(args: argparse.Namespace) -> str:
+    """What to change after a divergence: the neuron flags the user set away from their defaults
+    are suspects as much as the learning rate."""
+    changed = [f"--{name.replace('_', '-')} {getattr(args, name):g}" for name in ("alpha", "v_reset")
+               if getattr(args, name) not in (None, 0.0)]
+    if not changed:
+        return f"use a lower --lr than {args.lr:g}"
+    return f"check {' and '.join(changed)} (an extreme surrogate or reset value makes the gradients or potentials non-finite), or use a lower --lr than {args.lr:g}"
+
+
 def next_step_command(args: argparse.Namespace, checkpoint: Path) -> str:
-    """An inference command that works anywhere (no terminal needed): one random test image."""
-    words = ["python", "infer.py", "--checkpoint", str(checkpoint), "--backend", args.backend, "--random"]
+    """An inference command that works anywhere (no terminal needed): one random test image, its figure
+    saved to inference.png (without --out, infer.py shows a figure only where there is a display)."""
+    words = ["python", "infer.py", "--checkpoint", str(checkpoint), "--backend", args.backend, "--random",
+             "--out", "inference.png"]
     if args.data_dir != "data":
         words += ["--data-dir", args.data_dir]
     return " ".join(shlex.quote(word) for word in words)
@@ -272,11 +304,11 @@ def run(args: argparse.Namespace, status: RunState | None = None) -> int:
     world, device = setup_distributed(args.device)  # under torchrun: this rank's device
     device = device or resolve_device(args.device)
     try:
+        paths.check_writable()  # on every rank: under torchrun each refuses a bad path with the same sentence
         if not world.is_main:  # one voice: rank 0 prints, shows progress and writes every file
             sys.stdout = open(os.devnull, "w")
             args.no_progress = True
             return train(args, paths, device, status, world)
-        paths.check_writable()
         with RunLock(paths.lock):
             for path in (paths.checkpoint, paths.last):
                 remove_stale_temp_files(path)
@@ -294,8 +326,8 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
         if stored_world != world.size:
             raise UserError(f"--resume: {paths.last} was trained by {stored_world} process(es) (torchrun "
                             f"--nproc_per_node), not {world.size}; resume with the same number (it fixes the global batch).")
-    elif not args.overwrite:
-        refuse_to_replace(paths)
+    else:
+        refuse_to_replace(paths, args.overwrite)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
@@ -353,7 +385,7 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             kept = (f"{paths.last} still holds epoch {status.last_epoch}" if status.last_epoch is not None
                     else "nothing was saved")
             raise UserError(f"training diverged in epoch {epoch}: {exc.what}; nothing from this epoch was saved "
-                            f"({kept}); use a lower --lr than {args.lr:g}.") from exc
+                            f"({kept}); {divergence_advice(args)}.") from exc
         finally:
             if progress is not None:
                 progress.close()
@@ -385,6 +417,11 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
         difference = world.max_parameter_difference(trained)
         print(f"weights identical on all {world.size} ranks" if difference == 0 else
               f"warning: the ranks' weights differ by up to {difference:.3g}")
+    if not paths.checkpoint.exists():  # a resumed run whose best epoch came earlier, its file since deleted
+        print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}; its checkpoint {paths.checkpoint} no longer "
+              f"exists (no epoch of this run beat it); the last epoch's model is in {paths.last}")
+        print(f"run inference: {next_step_command(args, paths.last)}")
+        return 0
     print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}, saved to {paths.checkpoint}")
     print(f"run inference: {next_step_command(args, paths.checkpoint)}")
     return 0
