@@ -421,3 +421,31 @@ def test_spikingjelly_to_nir_to_ours_spike_for_spike_with_its_threshold_conventi
     theirs_spikes = run_spikingjelly(theirs, x, nudge=True)
     assert len(ours_spikes) == 2 and all(torch.equal(a, b) for a, b in zip(theirs_spikes, ours_spikes))
     assert 0.05 < float(ours_spikes[1].mean()) < 0.95
+
+
+# ------------------------------------------------------------------------------------------- README
+
+@pytest.mark.slow
+def test_readme_worked_example(mnist_dir, tmp_path, capsys):
+    """The README's worked example as written (its paths replaced): a briefly trained model, exported
+    with infer.py --export-nir, predicts in snnTorch what it predicts here on all 10,000 test images."""
+    pytest.importorskip("snntorch", reason="snnTorch is not installed (pip install -e '.[dev]')")
+    import re
+    from pathlib import Path
+
+    from snn.cli import train
+
+    checkpoint, exported = tmp_path / "m.pth", tmp_path / "m.nir"
+    assert train.main(["--data-dir", str(mnist_dir), "--train-samples", "2000", "--epochs", "1",
+                       "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    assert infer.main(["--checkpoint", str(checkpoint), "--export-nir", str(exported)]) == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```py\n(.*?)```", readme, flags=re.S).group(1)
+    for old, new in (('"mnist_mlp.nir"', repr(str(exported))), ('"checkpoints/mnist_mlp.pth"', repr(str(checkpoint))),
+                     ('load_mnist("data")', f"load_mnist({str(mnist_dir)!r})")):
+        assert old in block
+        block = block.replace(old, new)
+    capsys.readouterr()
+    exec(compile(block, "README.md worked example", "exec"), {"__name__": "readme_example"})
+    agreed = re.search(r"agree on (\d+) of (\d+)", capsys.readouterr().out)
+    assert agreed.group(2) == "10000" and agreed.group(1) == "10000"
