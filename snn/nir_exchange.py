@@ -44,8 +44,6 @@ from snn.neuron import LIFSpec
 
 DEFAULT_DT = 1e-4  # seconds per step: the dt snnTorch's importer hard-codes and SpikingJelly's defaults to
 RTOL = 1e-6  # how close r*dt/tau must be to 1 (NIR stores float64 arrays, written by float32 models)
-_PER_SAMPLE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d,
-               nn.Dropout, nn.Identity)
 
 
 _KINDS = {nn.Linear: "linear", nn.Conv2d: "conv", LIFSpike: "lif", nn.AvgPool2d: "pool", nn.Flatten: "flatten"}
