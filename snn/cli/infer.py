@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help='one JSON line per image, {"image", "prediction", "probabilities", "label", "dataset"}, '
                              "and nothing else on stdout")
+    parser.add_argument("--export-nir", metavar="MODEL.nir",
+                        help="write the model as a NIR graph (snn/nir_exchange.py) to this new file and exit")
     return parser
 
 
@@ -264,6 +266,10 @@ def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.devic
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export_nir:
+        from snn.nir_exchange import export_checkpoint  # nir only when asked for
+
+        return export_checkpoint(args.checkpoint, args.export_nir)
     has_source = bool(args.image or args.index is not None or args.random)
     if not has_source:
         if args.json:
