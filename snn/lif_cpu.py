@@ -6,15 +6,16 @@ This module builds that source with the system C compiler at first use, caches t
 on disk, and calls it through :mod:`ctypes` on the tensors' data pointers and strides.
 
 Why C and not ``torch.compile``: the fused loop keeps ``v`` in a per-tile buffer, reads ``x`` and
-writes ``s`` and ``h`` once, and saves only ``h`` (4 B fp32 / 2 B 16-bit per neuron-step); it beats
-Inductor's code for the compiled reference at every benchmarked shape (benchmarks/RESULTS.md),
-compiles in about a second once per machine (Inductor compiles per shape and dtype, and again
-when the last batch of an epoch is smaller), and has no first-call tracing cost.
+writes the spikes once, and saves only the input ``x`` (which the caller holds anyway; the backward
+recomputes ``h``); benchmarks/RESULTS.md compares it with Inductor's code shape by shape. It is built
+once per machine (the build time is logged and kept in :data:`BUILD_INFO`; Inductor compiles per shape
+and dtype, and again when the last batch of an epoch is smaller) and has no first-call tracing cost.
 
 Build: ``$SNN_CC`` (else ``$CC``, else ``cc``) with :data:`CFLAGS`; the library is cached in
 ``$SNN_CACHE_DIR`` (else ``$XDG_CACHE_HOME/snn-lif``, else ``~/.cache/snn-lif``) under a name
 that hashes the source, the compiler, the flags and the CPU's feature flags, and is written
-by atomic rename, so concurrent first calls are safe. The build time is logged once (logger
+by atomic rename after a record of its size and SHA-256, so concurrent first calls are safe and a
+damaged cached file (truncated, overwritten) is rebuilt with one warning instead of being loaded. The build time is logged once (logger
 ``snn``) and kept in :data:`BUILD_INFO`. Where no compiler is found or the build fails, the
 ``torch`` backend falls back to the eager implementation (:mod:`snn.lif_torch`) with one warning.
 
