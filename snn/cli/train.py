@@ -32,7 +32,7 @@ from snn.checkpoint import (MAX_CHANNELS, MAX_TIME_STEPS, RunLock, model_kind, a
                             load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
                             validate_weights, versions)
 from snn.csnn import CSNNConfig, SpikingCSNN
-from snn.data import DATASETS, load_dataset
+from snn.data import DATASETS, load_dataset, load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.distributed import SINGLE, World
 from snn.distributed import setup as setup_distributed
@@ -347,7 +347,8 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
-    data = load_dataset(args.dataset, args.data_dir).limit_train(args.train_samples)
+    data = (load_mnist(args.data_dir) if args.dataset == "mnist" else load_dataset(args.dataset, args.data_dir))
+    data = data.limit_train(args.train_samples)
     full_test = len(data.test_labels)
     data = data.limit_test(args.test_samples)
     print(f"dataset: {data.source}")
