@@ -14,6 +14,11 @@ A path in ``<data_dir>/MNIST/raw`` that exists under an IDX file's name but is n
 regular file (a folder, a FIFO, a device, a dangling symbolic link) is an error, not a reason to
 train on other data; so is an IDX file with zero items.
 
+``data_dir`` may also be the dataset's folder (``.../MNIST``) or the folder holding the IDX files
+(``.../MNIST/raw``): :func:`resolve_data_dir`. Fashion-MNIST (:func:`load_fashion_mnist`) follows
+the same layout (``<data_dir>/FashionMNIST/raw``) and checks, with torchvision's download and then
+Debian's package folder as the fallbacks and no offline subset.
+
 The whole split is held as one uint8 tensor, so a batch is one gather plus one scale on the device:
 no PIL, no ``ToTensor``, no DataLoader workers on the hot path.
 """
