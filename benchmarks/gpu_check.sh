@@ -199,5 +199,10 @@ if has_mnist "$DATA_DIR"; then
 else
     STAGES+=("training=skipped: no MNIST IDX files in $DATA_DIR/MNIST/raw (copy them there, see --help)")
 fi
+if "$PY" -c "import spikingjelly" 2>/dev/null; then  # issue 18: the CSNN step, ours vs SpikingJelly
+    run_stage "csnn step" 120 "$WORK/csnn.log" "$PY" -m benchmarks.test_csnn --cuda
+else
+    STAGES+=("csnn step=skipped: spikingjelly does not import (put its wheel in .whl/, see --help)")
+fi
 STAGES+=("total=$(( $(date +%s) - START ))s of ${BUDGET}s budget")
 finish "$FAILED"

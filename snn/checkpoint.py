@@ -37,6 +37,7 @@ from typing import Callable
 import torch
 
 from snn.errors import UserError
+from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
 
@@ -45,6 +46,7 @@ FORMAT_VERSION = 1
 TEMP_SUFFIX = ".tmp"
 MAX_TIME_STEPS = 1000  # simulation steps; more is a typo or a hostile file, not a model of this project
 MAX_HIDDEN = 16384  # neurons per hidden layer (16384^2 fp32 weights are already 1 GiB)
+MAX_CHANNELS = 1024  # CSNN channels (fc1 then has 1024*49 x 1024*16 weights: 3.3 GB)
 
 
 def versions() -> dict:
@@ -128,10 +130,40 @@ CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
 }
 
 
-def config_rule(field: dataclasses.Field) -> Callable[[object], str | None]:
-    """The check for one MLPConfig field: from :data:`CONFIG_RULES`, else from its annotated type."""
-    if field.name in CONFIG_RULES:
-        return CONFIG_RULES[field.name]
+# One rule per CSNNConfig field (snn.csnn), like CONFIG_RULES.
+CSNN_CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
+    "channels": _integer(1, MAX_CHANNELS),
+    "num_classes": _exactly(10),
+    "time_steps": _integer(1, MAX_TIME_STEPS),
+    "tau": _finite_float(),
+    "thresh": _finite_float(),
+    "reset": _one_of(RESETS),
+    "v_reset": _finite_float(),
+    "detach_reset": _of_type(bool),
+    "surrogate": _one_of(tuple(SURROGATES)),
+    "alpha": _optional(_finite_float(positive=True)),
+}
+
+# The models a checkpoint can hold: its "model" entry (absent in checkpoints written before the
+# CSNN existed: "mlp") -> (config class, its rules, module class).
+MODELS = {"mlp": (MLPConfig, CONFIG_RULES, SpikingMLP), "csnn": (CSNNConfig, CSNN_CONFIG_RULES, SpikingCSNN)}
+MODEL_NAMES = {"mlp": "spiking MLP", "csnn": "convolutional SNN (CSNN)"}
+
+
+def model_kind(checkpoint: dict, path: str | Path = "checkpoint") -> str:
+    """Which model a checkpoint holds (``"mlp"`` for checkpoints written before there was a choice)."""
+    kind = checkpoint.get("model", "mlp")
+    if kind not in MODELS:
+        raise UserError(f"checkpoint {path} holds a model of unknown kind {kind!r}; this project builds "
+                        f"{' and '.join(map(repr, MODELS))}.")
+    return kind
+
+
+def config_rule(field: dataclasses.Field, rules: dict | None = None) -> Callable[[object], str | None]:
+    """The check for one config field: from ``rules`` (default :data:`CONFIG_RULES`), else from its annotated type."""
+    rules = CONFIG_RULES if rules is None else rules
+    if field.name in rules:
+        return rules[field.name]
     kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(field.type).replace("builtins.", ""))
     if kind is int:
         return _integer(0, 2**31 - 1)
@@ -142,8 +174,9 @@ def config_rule(field: dataclasses.Field) -> Callable[[object], str | None]:
     raise TypeError(f"MLPConfig.{field.name} has type {field.type}, which CONFIG_RULES does not know; add a rule")
 
 
-def validate_config(config: object, path: str | Path = "checkpoint") -> MLPConfig:
-    """An :class:`MLPConfig` from a checkpoint's ``config`` dict, every value checked.
+def validate_config(config: object, path: str | Path = "checkpoint", model: str = "mlp") -> MLPConfig | CSNNConfig:
+    """An :class:`MLPConfig` (or, for ``model="csnn"``, a :class:`CSNNConfig`) from a checkpoint's
+    ``config`` dict, every value checked.
 
     Missing fields take MLPConfig's defaults (checkpoints written before a field existed);
     unknown fields and values of the wrong type or out of range raise :class:`UserError`.
@@ -152,39 +185,46 @@ def validate_config(config: object, path: str | Path = "checkpoint") -> MLPConfi
         raise UserError(f"checkpoint {path} has no valid model config (got {type(config).__name__}).")
     if "gamma" in config and "alpha" not in config:  # written before the neuron options: the triangle's alpha
         config = {("alpha" if key == "gamma" else key): value for key, value in config.items()}
-    fields = {field.name: field for field in dataclasses.fields(MLPConfig)}
+    config_class, rules, _ = MODELS[model]
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
     unknown = sorted(str(key) for key in config if key not in fields)
     if unknown:
         raise UserError(f"checkpoint {path} has unknown config fields {', '.join(unknown)}; it was written by another version.")
     for name, value in config.items():
-        problem = config_rule(fields[name])(value)
+        problem = config_rule(fields[name], rules)(value)
         if problem:
             raise UserError(f"checkpoint {path} has an invalid config: {name} {problem}.")
     try:
-        return MLPConfig(**config).checked()
+        return config_class(**config).checked()
     except ValueError as exc:  # options valid one by one but not together (e.g. v_reset with a soft reset)
         raise UserError(f"checkpoint {path} has an invalid config: {exc}.") from None
 
 
-def validate_weights(state: object, config: MLPConfig, path: str | Path = "checkpoint") -> None:
+def validate_weights(state: object, config: MLPConfig | CSNNConfig, path: str | Path = "checkpoint") -> None:
     """Check a state dict against the model ``config`` describes, without allocating that model:
     the same keys and shapes, floating dtypes, finite values."""
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} has no model weights (got {type(state).__name__}).")
     with torch.device("meta"):  # shapes only: a hostile config cannot make us allocate gigabytes
-        expected = {key: tuple(value.shape) for key, value in SpikingMLP(config).state_dict().items()}
+        module = SpikingCSNN if isinstance(config, CSNNConfig) else SpikingMLP
+        expected = {key: tuple(value.shape) for key, value in module(config).state_dict().items()}
+    architecture = "convolutional SNN (CSNN)" if isinstance(config, CSNNConfig) else "spiking MLP"
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
                                              unexpected and f"unexpected {', '.join(map(str, unexpected))}") if part)
-        raise UserError(f"checkpoint {path} does not match the spiking MLP architecture ({detail}).")
+        raise UserError(f"checkpoint {path} does not match the {architecture} architecture ({detail}).")
     for key, shape in expected.items():
         tensor = state[key]
+        if isinstance(tensor, torch.Tensor) and key.endswith("num_batches_tracked"):  # BatchNorm's step counter
+            if tensor.dtype != torch.int64 or tensor.numel() != 1 or int(tensor) < 0:
+                raise UserError(f"checkpoint {path} has an invalid {key} (a non-negative int64 count is expected).")
+            continue
         if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise UserError(f"checkpoint {path} has non-float weights: {key} is {kind}.")
         if tuple(tensor.shape) != shape:
-            raise UserError(f"checkpoint {path} does not match the spiking MLP architecture "
+            raise UserError(f"checkpoint {path} does not match the {architecture} architecture "
                             f"({key} has shape {list(tensor.shape)}, the config implies {list(shape)}).")
         if not bool(torch.isfinite(tensor).all()):
             raise UserError(f"checkpoint {path} has non-finite weights (NaN or inf in {key}); it cannot be used.")
@@ -447,14 +487,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict, backend: str, path: str | Path = "checkpoint") -> SpikingMLP:
+def model_from_checkpoint(checkpoint: dict, backend: str, path: str | Path = "checkpoint") -> SpikingMLP | SpikingCSNN:
     """Build the model described by ``checkpoint`` with any backend and load its (validated) weights."""
-    config = validate_config(checkpoint.get("config"), path)
+    kind = model_kind(checkpoint, path)
+    config = validate_config(checkpoint.get("config"), path, kind)
     state = checkpoint.get("model_state")
     validate_weights(state, config, path)
-    model = SpikingMLP(config, backend=backend)
+    model = MODELS[kind][2](config, backend=backend)
     try:
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise UserError(f"checkpoint {path} does not match the spiking MLP architecture ({exc}).".replace("\n", " ")) from exc
+        raise UserError(f"checkpoint {path} does not match the {MODEL_NAMES[kind]} architecture "
+                        f"({exc}).".replace("\n", " ")) from exc
     return model

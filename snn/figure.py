@@ -4,9 +4,10 @@ Each row has four panels:
 
 1. the input exactly as the network saw it (the preprocessed 28x28, 0 = black, 1 = white);
 2. the class probabilities (softmax of the logits) as bars, the predicted class highlighted;
-3. and 4. the spike raster of each LIF layer: time step t (rows) by neuron (columns), black where
+3. and on: the spike raster of each LIF layer: time step t (rows) by neuron (columns), black where
    the neuron spiked; the title gives the share of neuron-steps that spiked and how many neurons
-   fired at least once.
+   fired at least once. A convolutional LIF layer (spikes ``[B, T, C, H, W]``) shows instead the
+   spike maps of its first channels, one row per channel and one column per step, and its rate.
 
 A batch of more than :data:`MAX_ROWS` images is split over several figures ("pages"), so no
 figure outgrows what a PNG viewer (or Agg's 2**16-pixel limit) can show; see :func:`page_paths`.
@@ -95,6 +96,9 @@ def inference_figure(
         ax.set_title(f"predicted {predicted} ({probs[predicted]:.1%}){verdict}", fontsize=9)
 
         for index, layer in enumerate(layers):
+            if layer.ndim == 5:  # a convolutional LIF layer [B, T, C, H, W]: spike maps
+                _spike_maps(fig.add_subplot(grid[row, 2 + index]), layer[row], index + 1)
+                continue
             raster = layer[row]  # [T, N]
             steps, neurons = raster.shape
             ax = fig.add_subplot(grid[row, 2 + index])
@@ -109,6 +113,24 @@ def inference_figure(
             ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike, "
                          f"{active}/{neurons} neurons fire", fontsize=9)
     return fig
+
+
+MAP_CHANNELS = 4  # channels shown per convolutional LIF layer
+
+
+def _spike_maps(ax, maps: np.ndarray, number: int) -> None:
+    """The spike maps ``[T, C, H, W]`` of the first :data:`MAP_CHANNELS` channels: one row per
+    channel, one column per step (black = spike), with the layer's firing rate in the title."""
+    steps, channels = maps.shape[:2]
+    shown = maps[:, :MAP_CHANNELS]
+    tiles = np.pad(shown, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0.5)  # grey frame per map
+    mosaic = np.concatenate([np.concatenate(list(tiles[:, c]), axis=1) for c in range(shown.shape[1])], axis=0)
+    ax.imshow(mosaic, cmap="Greys", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([(t + 0.5) * tiles.shape[-1] for t in range(steps)], [str(t + 1) for t in range(steps)], fontsize=7)
+    ax.set_yticks([(c + 0.5) * tiles.shape[-2] for c in range(shown.shape[1])],
+                  [f"ch {c}" for c in range(shown.shape[1])], fontsize=7)
+    ax.set_xlabel("step t", fontsize=8)
+    ax.set_title(f"LIF layer {number} (conv, {channels} ch): {maps.mean():.1%} of neuron-steps spike", fontsize=9)
 
 
 def page_paths(out: str | Path, pages: int) -> list[Path]:

@@ -48,3 +48,17 @@ def mnist_dir() -> Path:
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(missing_mnist_reason(root))
     return root
+
+
+FASHION_MNIST_DIR_ENV = "SNN_FASHION_MNIST_DIR"  # like SNN_MNIST_DIR: the folder that holds FashionMNIST/raw
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """The real Fashion-MNIST (``$SNN_FASHION_MNIST_DIR`` or ``../shared/data``, holding FashionMNIST/raw), or skip."""
+    root = Path(os.environ.get(FASHION_MNIST_DIR_ENV) or SHARED_DATA)
+    raw = root / "FashionMNIST" / "raw"
+    if not any((raw / name).exists() for name in ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")):
+        pytest.skip(f"real Fashion-MNIST not found at {raw}; set {FASHION_MNIST_DIR_ENV}=/path/to/root, the folder "
+                    "that holds FashionMNIST/raw with the four IDX files (raw or .gz)")
+    return root

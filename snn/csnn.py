@@ -1,0 +1,171 @@
+"""The convolutional SNN of SpikingJelly's Fashion-MNIST tutorial (its ``CSNN``), on our LIF layer.
+
+    Conv2d(1, C, 3, pad 1, no bias) - BatchNorm2d(C) - IF - MaxPool2d(2)        28x28 -> 14x14
+    Conv2d(C, C, 3, pad 1, no bias) - BatchNorm2d(C) - IF - MaxPool2d(2)        14x14 -> 7x7
+    Flatten - Linear(C*49, C*16, no bias) - IF - Linear(C*16, 10, no bias) - IF
+    output: the firing rate of the last layer (mean over T), T = 4
+
+SpikingJelly's ``IFNode`` is our LIF with ``tau = 1`` (``h = v * 1.0 + x`` is ``v + x`` to the bit),
+hard reset to 0, not detached, and the ``atan`` surrogate with alpha 2 (the same formula,
+:mod:`snn.neuron`). One difference is definitional: SpikingJelly spikes at ``h >= thresh``, ours at
+``h > thresh`` (the seed's strict threshold), so the two disagree exactly where a potential lands
+on the threshold; elsewhere the outputs are equal (``tests/test_csnn.py`` measures both).
+
+:class:`SpikingCSNN` computes that function with less work, like :class:`snn.model.SpikingMLP`:
+
+* Direct encoding shows the same image at every step, so ``bn1(conv1(x))`` is computed once per
+  sample and handed to the first LIF as a stride-0 view over T (T times fewer conv1/BN1 FLOPs, no
+  copy). In training mode this is exact too: the batch statistics over T identical copies of a
+  batch are those of the batch (the mean and the biased variance do not change when every sample
+  is repeated). Only the running variance's unbiased correction ``n / (n - 1)`` depends on the
+  count, so :class:`RepeatedInputBatchNorm2d` updates it with the count SpikingJelly sees (T x).
+* Every later layer works per step by folding T into the batch (``[B*T, ...]``), as
+  SpikingJelly's ``SeqToANNContainer`` does; tensors are ``[B, T, ...]`` (time on dim 1).
+
+Parameter and buffer names are those of nn.Conv2d/BatchNorm2d/Linear, so SpikingJelly weights map
+one to one (``conv_fc.0`` -> ``conv1``, ``conv_fc.1`` -> ``bn1``, ... see :data:`SPIKINGJELLY_NAMES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snn.layers import LIFSpike, direct_encode
+from snn.neuron import LIFSpec
+
+IF_TAU = 1.0  # SpikingJelly's IFNode: no leak
+
+
+@dataclass(frozen=True)
+class CSNNConfig:
+    """Everything that fixes the CSNN's function (stored in checkpoints). Defaults: SpikingJelly's
+    tutorial network (C = 128, T = 4, IF neurons with the atan surrogate)."""
+
+    channels: int = 128
+    num_classes: int = 10
+    time_steps: int = 4
+    tau: float = IF_TAU
+    thresh: float = 1.0
+    reset: str = "hard"
+    v_reset: float = 0.0
+    detach_reset: bool = False
+    surrogate: str = "atan"
+    alpha: float | None = None  # None = the surrogate's default (atan: 2, SpikingJelly's ATan())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def checked(self) -> "CSNNConfig":
+        """Self, once the neuron options are known to go together (else LIFSpec's ValueError)."""
+        self.spec  # noqa: B018  (constructing the spec validates it)
+        if self.channels < 1 or self.time_steps < 1:
+            raise ValueError(f"channels and time_steps must be >= 1, got {self.channels} and {self.time_steps}")
+        return self
+
+    @property
+    def spec(self) -> LIFSpec:
+        return LIFSpec(self.reset, self.v_reset, self.detach_reset, self.surrogate, self.alpha)
+
+
+class RepeatedInputBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d of a batch that stands for ``repeats`` identical copies of itself.
+
+    The output (batch mean, biased variance) is that of the repeated batch; the running variance
+    is updated with the unbiased correction of the repeated count, ``n*r / (n*r - 1)``, so the
+    running statistics are those nn.BatchNorm2d keeps when it sees the copies. Same parameters and
+    buffers as nn.BatchNorm2d. With ``repeats = 1`` it is nn.BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, repeats: int = 1, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.repeats = repeats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats) or self.repeats == 1:
+            return super().forward(x)
+        # Normalise with the batch statistics (no running-stat update inside the native kernel) ...
+        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        # ... and update the running statistics with the count of the repeated batch.
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            count = x.numel() // x.shape[1] * self.repeats
+            self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+            self.running_var.mul_(1 - factor).add_(var, alpha=factor * count / max(count - 1, 1))
+        return out
+
+
+def _fold(x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, ...]`` -> ``[B*T, ...]`` (a view for the contiguous LIF outputs)."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _unfold(x: torch.Tensor, batch: int) -> torch.Tensor:
+    return x.reshape(batch, x.shape[0] // batch, *x.shape[1:])
+
+
+class SpikingCSNN(nn.Module):
+    """SpikingJelly's CSNN on images ``[B, 1, 28, 28]`` (or ``[B, 28, 28]``, ``[B, 784]``).
+
+    ``forward`` returns the firing rate of the 10 output neurons ``[B, 10]`` (mean over T), which
+    the training loss and the prediction (argmax) use as the network's scores.
+    """
+
+    spiking_layers = ("lif1", "lif2", "lif3", "lif4")
+
+    def __init__(self, config: CSNNConfig = CSNNConfig(), backend: str = "torch"):
+        super().__init__()
+        self.config = config.checked()
+        spec, channels = config.spec, config.channels
+
+        def lif() -> LIFSpike:
+            return LIFSpike(tau=config.tau, thresh=config.thresh, reset=spec.reset, v_reset=spec.v_reset,
+                            detach_reset=spec.detach_reset, surrogate=spec.surrogate, alpha=spec.alpha, backend=backend)
+
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1, bias=False)
+        self.bn1 = RepeatedInputBatchNorm2d(channels, repeats=config.time_steps)
+        self.lif1 = lif()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.lif2 = lif()
+        self.fc1 = nn.Linear(channels * 7 * 7, channels * 4 * 4, bias=False)
+        self.lif3 = lif()
+        self.fc2 = nn.Linear(channels * 4 * 4, config.num_classes, bias=False)
+        self.lif4 = lif()
+
+    def forward_with_spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Output firing rates ``[B, 10]`` and the spikes of the four LIF layers: ``[B, T, C, 28, 28]``,
+        ``[B, T, C, 14, 14]``, ``[B, T, C*16]``, ``[B, T, 10]``."""
+        batch, steps = images.shape[0], self.config.time_steps
+        current = self.bn1(self.conv1(images.reshape(batch, 1, 28, 28)))  # once per sample
+        spikes1 = self.lif1(direct_encode(current, steps))  # stride-0 time dim
+        x = F.max_pool2d(_fold(spikes1), 2)
+        spikes2 = self.lif2(_unfold(self.bn2(self.conv2(x)), batch))
+        x = F.max_pool2d(_fold(spikes2), 2)
+        spikes3 = self.lif3(self.fc1(_unfold(x, batch).flatten(2)))  # Linear acts on the last dim
+        spikes4 = self.lif4(self.fc2(spikes3))
+        return spikes4.mean(dim=1), [spikes1, spikes2, spikes3, spikes4]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_spikes(images)[0]
+
+
+# SpikingJelly's CSNN (examples/conv_fashion_mnist.py) state-dict prefixes -> ours.
+SPIKINGJELLY_NAMES = {"conv_fc.0": "conv1", "conv_fc.1": "bn1", "conv_fc.4": "conv2", "conv_fc.5": "bn2",
+                      "conv_fc.9": "fc1", "conv_fc.11": "fc2"}
+
+
+def state_dict_from_spikingjelly(state: dict) -> dict:
+    """Rename a SpikingJelly ``CSNN`` state dict to :class:`SpikingCSNN`'s names (tensors shared)."""
+    renamed = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix not in SPIKINGJELLY_NAMES:
+            raise KeyError(f"{key} is not a parameter of SpikingJelly's CSNN")
+        renamed[f"{SPIKINGJELLY_NAMES[prefix]}.{leaf}"] = value
+    return renamed

@@ -1,0 +1,99 @@
+"""What researchers report about a spiking network: per-layer firing rates and synaptic operations.
+
+:func:`layer_activity` runs a model's ``forward_with_spikes`` over some images (no gradient) and
+returns, per sample:
+
+* ``firing_rates``: for each LIF layer, the share of neuron-steps that spiked;
+* ``synops``: the synaptic operations each weight layer performs. A layer fed by spikes does one
+  accumulate (AC) per spike and outgoing synapse; the first layer, fed by the real-valued image,
+  does multiply-accumulates (MACs). Counted as our models compute: the first layer runs once per
+  sample (its input is the same at every step), the others once per step. The usual energy
+  estimate is ``E = MACs * E_MAC + ACs * E_AC`` (e.g. 4.6 pJ and 0.9 pJ for fp32 at 45 nm,
+  Horowitz 2014); ``energy_pj`` gives it with those numbers.
+
+Convolutions count exactly, borders included: an input pixel of a 3x3 convolution with padding 1
+reaches 9, 6 or 4 output positions per output channel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from snn.csnn import SpikingCSNN
+from snn.data import to_float_images
+from snn.model import SpikingMLP
+
+E_MAC_PJ, E_AC_PJ = 4.6, 0.9  # fp32 multiply-accumulate / accumulate at 45 nm (Horowitz, ISSCC 2014)
+
+
+def _conv_fanout(spikes: torch.Tensor, out_channels: int, kernel: int = 3, padding: int = 1) -> torch.Tensor:
+    """ACs of a stride-1 convolution fed ``spikes [N, C, H, W]``: each spike times the number of
+    output positions that see it, times the output channels."""
+    ones = torch.ones(1, 1, kernel, kernel, dtype=spikes.dtype, device=spikes.device)
+    reach = F.conv_transpose2d(torch.ones(1, 1, *spikes.shape[-2:], dtype=spikes.dtype, device=spikes.device),
+                               ones, padding=padding)  # how many outputs each input position feeds
+    return (spikes.sum(dim=(0, 1)) * reach[0, 0]).sum() * out_channels
+
+
+def _synops(model, images: torch.Tensor, spikes: list[torch.Tensor]) -> dict[str, dict[str, float]]:
+    batch = images.shape[0]
+    if isinstance(model, SpikingCSNN):
+        channels = model.config.channels
+        pooled1 = F.max_pool2d(spikes[0].flatten(0, 1), 2)  # what conv2 sees
+        pooled2 = F.max_pool2d(spikes[1].flatten(0, 1), 2)  # what fc1 sees
+        return {
+            "conv1": {"MAC": 9 * channels * 28 * 28 * batch, "AC": 0.0},
+            "conv2": {"MAC": 0.0, "AC": float(_conv_fanout(pooled1.double(), channels))},
+            "fc1": {"MAC": 0.0, "AC": float(pooled2.double().sum()) * model.fc1.out_features},
+            "fc2": {"MAC": 0.0, "AC": float(spikes[2].double().sum()) * model.fc2.out_features},
+        }
+    if isinstance(model, SpikingMLP):
+        return {
+            "fc1": {"MAC": model.fc1.in_features * model.fc1.out_features * batch, "AC": 0.0},
+            "fc2": {"MAC": 0.0, "AC": float(spikes[0].double().sum()) * model.fc2.out_features},
+            # fc3 acts once on the spike counts' mean: as many ACs as the per-step layer it replaces
+            "fc3": {"MAC": 0.0, "AC": float(spikes[1].double().sum()) * model.fc3.out_features},
+        }
+    raise TypeError(f"layer_activity: no synaptic-operation count for {type(model).__name__}")
+
+
+@torch.no_grad()
+def layer_activity(model, images_u8: torch.Tensor, batch_size: int = 500) -> dict:
+    """Firing rate of each LIF layer and synaptic operations per sample over ``images_u8``
+    (uint8 ``[N, 28, 28]`` on the model's device), in eval mode (the mode it is restored to after)."""
+    was_training = model.training
+    model.eval()
+    spike_sums, neuron_steps, ops, count = {}, {}, {}, 0
+    try:
+        for first in range(0, len(images_u8), batch_size):
+            images = to_float_images(images_u8[first:first + batch_size])
+            _, spikes = model.forward_with_spikes(images.unsqueeze(1))
+            for index, layer in enumerate(spikes, start=1):
+                name = f"lif{index}"
+                spike_sums[name] = spike_sums.get(name, 0.0) + float(layer.double().sum())
+                neuron_steps[name] = neuron_steps.get(name, 0) + layer.numel()
+            for name, counts in _synops(model, images, spikes).items():
+                total = ops.setdefault(name, {"MAC": 0.0, "AC": 0.0})
+                total["MAC"] += float(counts["MAC"])
+                total["AC"] += float(counts["AC"])
+            count += len(images)
+    finally:
+        model.train(was_training)
+    count = max(count, 1)
+    synops = {name: {kind: value / count for kind, value in counts.items()} for name, counts in ops.items()}
+    macs = sum(counts["MAC"] for counts in synops.values())
+    acs = sum(counts["AC"] for counts in synops.values())
+    return {
+        "firing_rates": {name: spike_sums[name] / max(neuron_steps[name], 1) for name in spike_sums},
+        "synops": synops,
+        "MAC": macs,
+        "AC": acs,
+        "energy_pj": macs * E_MAC_PJ + acs * E_AC_PJ,
+        "samples": count,
+    }
+
+
+def format_rates(rates: dict[str, float]) -> str:
+    """``lif1 12.3%  lif2 4.5%`` for the progress line."""
+    return "  ".join(f"{name} {rate:.1%}" for name, rate in rates.items())
