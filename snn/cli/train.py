@@ -31,6 +31,7 @@ from snn.backends import BACKENDS
 from snn.checkpoint import (MAX_TIME_STEPS, RunLock, append_line, check_output_file, deferred_interrupt,
                             load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
                             validate_weights, versions)
+from snn.augment import PRESETS
 from snn.data import load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.distributed import SINGLE, World
@@ -43,6 +44,7 @@ from snn.neuron import RESETS, SURROGATES
 from snn.training import Diverged, evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger("train")
+DEFAULT_AUGMENT = "full"  # chosen by measurement: README, section "Augmentation"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test-samples", type=int, default=None, metavar="N", help="evaluate on the first N test images only")
     parser.add_argument("--max-shift", type=int, default=2, metavar="PX",
                         help="random translation of training images by up to PX pixels (0 = off; default: 2)")
+    parser.add_argument("--augment", choices=tuple(PRESETS), default=DEFAULT_AUGMENT,
+                        help="random slant, scale, rotation, elastic wobble and stroke width of training images "
+                             f"(snn/augment.py; none = off; default: {DEFAULT_AUGMENT})")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
@@ -105,7 +110,7 @@ def model_config(args: argparse.Namespace) -> MLPConfig:
 # Arguments that fix the LR schedule, the data order or the data itself: a resumed run must use the
 # values the run started with (they are stored in the .last.pth) or it would silently train a
 # different schedule. --backend, --device, --amp, --no-progress and --data-dir may change.
-RESUME_ARGS = ("epochs", "batch_size", "lr", "time_steps", "seed", "train_samples", "test_samples", "max_shift")
+RESUME_ARGS = ("epochs", "batch_size", "lr", "time_steps", "seed", "train_samples", "test_samples", "max_shift", "augment")
 
 
 def sidecar(checkpoint: Path, suffix: str) -> Path:
@@ -204,6 +209,7 @@ def load_resume_state(paths: Paths, args: argparse.Namespace, config: MLPConfig,
     validate_weights(state.get("model_state"), stored_config, last)
     stored = dict(train_state.get("args") or {"epochs": train_state["epochs"], "batch_size": train_state["batch_size"]})
     stored.setdefault("time_steps", stored_config.time_steps)
+    stored.setdefault("augment", "none")  # runs started before --augment existed trained without it
     ours = {name: getattr(args, name) for name in RESUME_ARGS}
     changed = [name for name in RESUME_ARGS if name in stored and stored[name] != ours[name]]
     if not changed and stored_config != config:
@@ -347,7 +353,7 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
             loss, train_accuracy, samples_per_s = train_one_epoch(
                 model, optimizer, scheduler, data.train_images, data.train_labels,
                 batch_size=args.batch_size, seed=args.seed, epoch=epoch, amp=args.amp,
-                max_shift=args.max_shift, progress=progress, world=world,
+                max_shift=args.max_shift, progress=progress, world=world, augment=PRESETS[args.augment],
             )
         except Diverged as exc:
             kept = (f"{paths.last} still holds epoch {status.last_epoch}" if status.last_epoch is not None
