@@ -9,7 +9,7 @@ from snn.augment import PRESETS, Augmentation, augment_batch, epoch_parameters
 
 def bar_batch(n: int = 8) -> torch.Tensor:
     images = torch.zeros((n, 28, 28), dtype=torch.uint8)
-    images[:, 6:22, 13:15] = 255  # a vertical "1", 2 px wide
+    images[:, 6:22, 13:16] = 255  # a vertical "1", 3 px wide (MNIST pen)
     return images
 
 
