@@ -322,7 +322,9 @@ def thin_strokes(crop: np.ndarray, box: int = BOX, target: float = THIN_STROKE) 
     half = 0.5 * target * long_side / (box - target)
     distance = ndimage.distance_transform_edt(~ridge)
     redrawn = np.clip(half + 0.5 - distance, 0.0, 1.0).astype(np.float32)  # anti-aliased edge
-    return crop_to_ink(redrawn)
+    solid = redrawn >= 0.5  # crop to the stroke's half-level edge, so the box is filled as for a drawn digit
+    rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
+    return redrawn[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def fit_box(ink: np.ndarray, box: int = BOX) -> np.ndarray:
