@@ -8,6 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from snn.augment import augment_batch, epoch_parameters
 from snn.data import to_float_images
 from snn.distributed import SINGLE, shard
 
@@ -130,11 +131,14 @@ def training_step(model, optimizer, images_u8: torch.Tensor, labels: torch.Tenso
 
 
 def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, seed, epoch,
-                    amp=False, max_shift=0, progress=None, log_every=20, check_every=50, world=SINGLE, loss="ce"):
+                    amp=False, max_shift=0, progress=None, log_every=20, check_every=50, world=SINGLE, loss="ce",
+                    augment=None):
     """One pass over ``images``/``labels`` (uint8 / int64 on the model's device).
 
     ``loss`` is one of :data:`LOSSES` (:func:`training_loss`). ``max_shift > 0`` translates every
-    training image by a random whole-pixel offset per epoch.
+    training image by a random whole-pixel offset per epoch; ``augment`` (an
+    :class:`snn.augment.Augmentation`) then changes its slant, size, wobble and stroke width, with
+    draws that are a pure function of (seed, epoch).
     Under torchrun (``world``), ``batch_size`` is per process: each global batch of
     ``batch_size * world.size`` samples of the epoch's order is split between the ranks
     (:mod:`snn.distributed`), and the returned loss and accuracy are over all of them.
@@ -149,6 +153,8 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
     device = images.device
     order = epoch_permutation(len(labels), seed, epoch, device)
     shifts = epoch_shifts(len(labels), max_shift, seed, epoch, device) if max_shift > 0 else None
+    augmenting = augment is not None and augment.enabled
+    draws = epoch_parameters(len(labels), seed, epoch, device) if augmenting else None
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     start = time.perf_counter()
@@ -160,6 +166,8 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
             break
         index = order[mine]
         batch_images = images[index] if shifts is None else shift_images(images[index], shifts[mine])
+        if augmenting:
+            batch_images = augment_batch(batch_images, draws[mine], augment)
         y = labels[index]
         batch_loss, logits = training_step(model, optimizer, batch_images, y, amp, loss)
         if scheduler is not None:

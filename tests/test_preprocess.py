@@ -283,3 +283,46 @@ def test_folder_without_images_is_a_user_error(tmp_path):
         find_images([tmp_path])
     with pytest.raises(UserError, match="does not exist"):
         find_images([tmp_path / "nowhere"])
+
+
+# ---------------------------------------------------------------------------- issue 21: pen width and slant
+
+
+def test_thick_blocky_one_stays_narrow():
+    # A short, thick "1" (felt tip): without thinning it is scaled into a 20 px tall, ~8 px wide bar.
+    image = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(image).rectangle((120, 80, 180, 230), fill=0)  # 60 x 150 px: stroke 2.5x thinner than tall
+    digit = preprocess_pil(image).numpy()
+    height, width = bbox_size(digit)
+    assert height >= BOX - 1 and width <= 5, f"blocky '1' came out {height}x{width}"
+    columns = (digit > 127).sum(axis=0)
+    assert columns.max() >= 15 and np.count_nonzero(columns) <= 4
+
+
+def test_thin_strokes_redraws_a_marker_ring_with_an_mnist_pen():
+    from snn.preprocess import fit_box, thin_strokes
+
+    ring = 1.0 - np.asarray(draw("zero", "dark_on_white", stroke=75), np.float32) / 255.0
+    crop = ring[30:331, 40:241]
+    assert stroke_width(fit_box(crop) >= 0.5) > 3.5  # below the thinning threshold: left as drawn
+    thinned = fit_box(thin_strokes(crop))
+    assert 1.2 <= stroke_width(thinned >= 0.5) <= 3.0, stroke_width(thinned >= 0.5)
+    assert thinned[thinned.shape[0] // 2, thinned.shape[1] // 2] < 0.01, "the hole of the zero must stay open"
+
+
+def test_strong_slant_is_reduced_to_mnist_range():
+    from snn.preprocess import SKEW_RANGE, slant
+
+    image = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(image).line([(30, 270), (270, 50)], fill=0, width=20)  # a "1" leaning right by 1.09
+    assert slant(np.asarray(image, np.float64).max() - np.asarray(image, np.float64)) < -1.0
+    digit = preprocess_pil(image).numpy().astype(np.float64)
+    assert SKEW_RANGE[0] - 0.05 <= slant(digit) <= SKEW_RANGE[1] + 0.05, slant(digit)
+
+
+def test_upright_digit_is_not_sheared():
+    from snn.preprocess import deskew
+
+    ink = np.zeros((40, 20), np.float32)
+    ink[:, 8:12] = 1.0
+    assert deskew(ink) is ink

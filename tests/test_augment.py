@@ -1,0 +1,48 @@
+"""snn.augment: training augmentation on uint8 batches, deterministic per (seed, epoch)."""
+
+from __future__ import annotations
+
+import torch
+
+from snn.augment import PRESETS, Augmentation, augment_batch, epoch_parameters
+
+
+def bar_batch(n: int = 8) -> torch.Tensor:
+    images = torch.zeros((n, 28, 28), dtype=torch.uint8)
+    images[:, 6:22, 13:16] = 255  # a vertical "1", 3 px wide (MNIST pen)
+    return images
+
+
+def test_none_is_the_identity():
+    images = bar_batch()
+    draws = epoch_parameters(len(images), 0, 1, torch.device("cpu"))
+    assert augment_batch(images, draws, PRESETS["none"]) is images
+
+
+def test_zero_draws_keep_the_image():
+    images = bar_batch()
+    draws = torch.zeros((len(images), epoch_parameters(1, 0, 1, torch.device("cpu")).shape[1]))
+    out = augment_batch(images, draws, PRESETS["full"])  # draw 0: no rotation, scale 1, no shear, no field
+    assert out.dtype == torch.uint8 and torch.equal(out, images)
+
+
+def test_thickening_and_thinning_change_the_ink():
+    images = bar_batch(2)
+    draws = torch.zeros((2, epoch_parameters(1, 0, 1, torch.device("cpu")).shape[1]))
+    draws[0, 3], draws[1, 3] = -1.0, 1.0  # first image thickened, second thinned
+    out = augment_batch(images, draws, Augmentation(thicken=0.5, thin=0.5))
+    assert int((out[0] > 0).sum()) > int((images[0] > 0).sum()) > int((out[1] > 0).sum()) > 0
+
+
+def test_draws_are_a_function_of_seed_and_epoch():
+    cpu = torch.device("cpu")
+    assert torch.equal(epoch_parameters(50, 3, 2, cpu), epoch_parameters(50, 3, 2, cpu))
+    assert not torch.equal(epoch_parameters(50, 3, 2, cpu), epoch_parameters(50, 3, 3, cpu))
+
+
+def test_full_preset_keeps_the_digit_in_the_field():
+    images = bar_batch(64)
+    out = augment_batch(images, epoch_parameters(64, 0, 1, torch.device("cpu")), PRESETS["full"])
+    ink = out.float().sum(dim=(1, 2)) / images.float().sum(dim=(1, 2))
+    assert bool(((ink > 0.3) & (ink < 3.0)).all()), ink  # changed, never erased or smeared over the field
+    assert not torch.equal(out, images)
