@@ -126,7 +126,7 @@ def test_neuron_options_are_trained_stored_and_honoured_by_infer(mnist_dir, tmp_
 
 @pytest.mark.parametrize("argv, words", [
     (["--reset", "soft", "--v-reset", "0.5"], "--v-reset applies to reset='hard' only"),
-    (["--alpha", "0"], "--alpha must be > 0"),
+    (["--alpha", "0"], "--alpha: must be a number from 0.001 to 1000"),
     (["--surrogate", "erf"], "invalid choice: 'erf'"),
 ])
 def test_bad_neuron_options_are_one_sentence(argv, words, capsys):
