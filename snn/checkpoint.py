@@ -110,21 +110,25 @@ def _optional(rule: Callable[[object], str | None]) -> Callable[[object], str | 
     return lambda value: None if value is None else rule(value)
 
 
+# The rules of the fields every model config shares: T and the neuron's options (snn.neuron.LIFSpec).
+NEURON_RULES: dict[str, Callable[[object], str | None]] = {
+    "time_steps": _integer(1, MAX_TIME_STEPS),
+    "tau": _finite_float(),
+    "thresh": _finite_float(),
+    "reset": _one_of(RESETS),
+    "v_reset": _finite_float(),
+    "detach_reset": _of_type(bool),
+    "surrogate": _one_of(tuple(SURROGATES)),
+    "alpha": _optional(_finite_float(positive=True)),  # the triangle divides by alpha**2
+}
+
 # One rule per MLPConfig field. A field added to MLPConfig without a rule here is checked by its
 # annotated type (see config_rule), so new neuron options are validated from the day they exist.
 CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
     "in_features": _exactly(784),  # 28x28 MNIST images
     "hidden": _integer(1, MAX_HIDDEN),
     "num_classes": _exactly(10),
-    "time_steps": _integer(1, MAX_TIME_STEPS),
-    "tau": _finite_float(),
-    "thresh": _finite_float(),
-    # the neuron's options (snn.neuron.LIFSpec)
-    "reset": _one_of(RESETS),
-    "v_reset": _finite_float(),
-    "detach_reset": _of_type(bool),
-    "surrogate": _one_of(tuple(SURROGATES)),
-    "alpha": _optional(_finite_float(positive=True)),  # the triangle divides by alpha**2
+    **NEURON_RULES,
     "learn_tau": _of_type(bool),
     "learn_thresh": _of_type(bool),
 }
@@ -134,14 +138,7 @@ CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
 CSNN_CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
     "channels": _integer(1, MAX_CHANNELS),
     "num_classes": _exactly(10),
-    "time_steps": _integer(1, MAX_TIME_STEPS),
-    "tau": _finite_float(),
-    "thresh": _finite_float(),
-    "reset": _one_of(RESETS),
-    "v_reset": _finite_float(),
-    "detach_reset": _of_type(bool),
-    "surrogate": _one_of(tuple(SURROGATES)),
-    "alpha": _optional(_finite_float(positive=True)),
+    **NEURON_RULES,
 }
 
 # The models a checkpoint can hold: its "model" entry (absent in checkpoints written before the
