@@ -118,18 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--channels applies to --model csnn only")
     if args.model == "csnn" and (args.learn_tau or args.learn_thresh):
         parser.error("--learn-tau and --learn-thresh apply to --model mlp only")
-    if args.channels is not None and not 1 <= args.channels <= MAX_CHANNELS:
-        parser.error(f"--channels must be in 1..{MAX_CHANNELS}, got {args.channels}")
     if not (math.isfinite(args.momentum) and 0 <= args.momentum <= 1):
         parser.error(f"--momentum must be in 0..1, got {args.momentum}")
-    for name in ("epochs", "batch_size", "time_steps", "train_samples", "test_samples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.time_steps > MAX_TIME_STEPS:
-        parser.error(f"--time-steps must be at most {MAX_TIME_STEPS}")
-    if args.max_shift < 0:
-        parser.error("--max-shift must be 0 or more")
+    # (the integer flags' ranges are checked by their bounded() types as they are parsed)
     if not (math.isfinite(args.lr) and 0 < args.lr <= MAX_LR):
         parser.error(f"--lr must be a finite positive number, at most {MAX_LR:g}, got {args.lr}")
     try:
