@@ -138,6 +138,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _record_of(library: Path) -> Path:
+    """Where the size and SHA-256 of a built ``library`` are recorded."""
+    return library.with_name(library.name + ".sha256")
+
+
 def _verified(library: Path) -> bool:
     """Whether ``library`` is the complete file a build wrote: its size and SHA-256 match the record
     written beside it (``<library>.sha256``) before the library itself was renamed into place.
@@ -145,7 +150,7 @@ def _verified(library: Path) -> bool:
     Loading an unverified file is not safe: ``dlopen`` maps a truncated shared object without
     complaint and the process then dies of SIGBUS on the first access past its end.
     """
-    record = library.with_name(library.name + ".sha256")
+    record = _record_of(library)
     try:
         size, digest = record.read_text().split()
         return library.stat().st_size == int(size) and _digest(library) == digest
@@ -169,7 +174,7 @@ def _compile(path: str, directory: Path, library: Path) -> None:
         if result.returncode != 0:
             raise _BuildProblem(f"{os.path.basename(path)} failed ({result.returncode}): {result.stderr.strip()[:2000]}",
                                 "Point SNN_CC at a C compiler with OpenMP support (e.g. gcc).")
-        record = library.with_name(library.name + ".sha256")
+        record = _record_of(library)
         record_tmp = Path(tmp + ".sha256")
         record_tmp.write_text(f"{os.path.getsize(tmp)} {_digest(Path(tmp))}\n")
         os.replace(record_tmp, record)
@@ -197,12 +202,11 @@ def _build() -> ctypes.CDLL:
     directory = cache_dir()
     library = directory / f"lif_cpu-{key}.so"
     BUILD_INFO.update(compiler=path, flags=" ".join(CFLAGS), library=str(library), build_seconds=None)
-    record = library.with_name(library.name + ".sha256")
-    if library.exists() and record.exists() and not _verified(library):  # (no record: built before records)
-        warnings.warn(f"snn: the cached fused CPU LIF library {str(library)!r} is incomplete or damaged; "
-                      "rebuilding it.", RuntimeWarning, stacklevel=_user_stacklevel())
-        BUILD_INFO["rebuilt_damaged"] = True
-    if not _verified(library):
+    if not _verified(library):  # one read and hash of the cached file per process
+        if library.exists() and _record_of(library).exists():  # (no record: built before records existed)
+            warnings.warn(f"snn: the cached fused CPU LIF library {str(library)!r} is incomplete or damaged; "
+                          "rebuilding it.", RuntimeWarning, stacklevel=_user_stacklevel())
+            BUILD_INFO["rebuilt_damaged"] = True
         _compile(path, directory, library)
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
