@@ -21,7 +21,7 @@ def spikingjelly_csnn(time_steps: int, channels: int):
     """SpikingJelly's own CSNN class (examples/conv_fashion_mnist.py), or skip where it does not import.
     Its module imports tensorboard's SummaryWriter at the top for its training script only; a stub
     stands in where tensorboard is not installed."""
-    pytest.importorskip("spikingjelly", reason="spikingjelly is not installed (pip install --no-deps spikingjelly==2.0.0 loguru)")
+    pytest.importorskip("spikingjelly", reason="spikingjelly is not installed (pip install --no-deps spikingjelly==2.0.0 loguru==0.7.3)")
     try:
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
