@@ -18,6 +18,7 @@ and four shifted maxima), with parameters drawn per epoch from a CPU generator t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -92,13 +93,20 @@ def _grid(draws: torch.Tensor, spec: Augmentation, height: int, width: int) -> t
                          torch.stack([sin, cos + shear * sin, zero], 1)], 1)  # [B, 2, 3]
     field = draws[:, 5:].reshape(batch, 2, ELASTIC_GRID * ELASTIC_GRID) * (2.0 * spec.elastic_pixels / height)
     coefficients = torch.cat([theta, field], 2).reshape(batch * 2, -1)
+    return (coefficients @ _basis(height, width, device).T).view(batch, 2, height, width).permute(0, 2, 3, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _basis(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``[H*W, 3 + 16]``: pixel coordinates and the bilinear upsampling of the coarse field, built once
+    per image size and device (building it took a third of an augmented batch's time)."""
     upsample = torch.kron(_upsample_matrix(height, device), _upsample_matrix(width, device))  # [H*W, 16]
-    basis = torch.cat([_base_grid(height, width, device), upsample], 1).T  # [19, H*W]
-    return (coefficients @ basis).view(batch, 2, height, width).permute(0, 2, 3, 1)
+    return torch.cat([_base_grid(height, width, device), upsample], 1)
 
 
 def _morph_2x2(x: torch.Tensor, combine) -> torch.Tensor:
-    """Grey-level dilation (``torch.maximum``) or erosion (``torch.minimum``) by a 2x2 square."""
+    """Grey-level dilation (``torch.maximum``) or erosion (``torch.minimum``) by a 2x2 square
+    (four shifted copies: ~20x cheaper on CPU than ``max_pool2d`` with stride 1 on one channel)."""
     padded = F.pad(x, (0, 1, 0, 1))
     rows = combine(padded[:, :, :-1], padded[:, :, 1:])
     return combine(rows[..., :-1], rows[..., 1:])
@@ -115,8 +123,9 @@ def augment_batch(images: torch.Tensor, draws: torch.Tensor, spec: Augmentation)
                           align_corners=False)
     if spec.thicken or spec.thin:
         u = (draws[:, 3] + 1.0) * 0.5  # uniform in [0, 1]: thicker below spec.thicken, thinner above 1 - spec.thin
-        for chosen, combine in ((u < spec.thicken, torch.maximum), (u > 1.0 - spec.thin, torch.minimum)):
-            index = chosen.nonzero().squeeze(1)
-            if len(index):
-                x[index] = _morph_2x2(x[index], combine)
+        # Whole-batch pooling and a select: cheaper on CPU than gathering and scattering the chosen images.
+        if spec.thicken:
+            x = torch.where((u < spec.thicken).view(-1, 1, 1, 1), _morph_2x2(x, torch.maximum), x)
+        if spec.thin:
+            x = torch.where((u > 1.0 - spec.thin).view(-1, 1, 1, 1), _morph_2x2(x, torch.minimum), x)
     return x.squeeze(1).round_().clamp_(0, 255).to(torch.uint8)

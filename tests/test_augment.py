@@ -46,3 +46,17 @@ def test_full_preset_keeps_the_digit_in_the_field():
     ink = out.float().sum(dim=(1, 2)) / images.float().sum(dim=(1, 2))
     assert bool(((ink > 0.3) & (ink < 3.0)).all()), ink  # changed, never erased or smeared over the field
     assert not torch.equal(out, images)
+
+
+def test_stroke_width_changes_only_the_chosen_images_and_exactly_by_the_square():
+    """The whole-batch select (snn.augment) equals a 2x2 dilation/erosion of just the images drawn for it."""
+    images = bar_batch(3)
+    images[:, 10, 10] = 7  # a grey pixel, so grey-level (not binary) morphology is checked
+    draws = torch.zeros((3, epoch_parameters(1, 0, 1, torch.device("cpu")).shape[1]))
+    draws[0, 3], draws[1, 3], draws[2, 3] = -1.0, 0.0, 1.0  # thicker, unchanged, thinner
+    out = augment_batch(images, draws, Augmentation(thicken=0.2, thin=0.2))
+    padded = torch.nn.functional.pad(images.int(), (0, 1, 0, 1))
+    windows = torch.stack([padded[:, :-1, :-1], padded[:, :-1, 1:], padded[:, 1:, :-1], padded[:, 1:, 1:]])
+    assert torch.equal(out[0].int(), windows.amax(0)[0])
+    assert torch.equal(out[1], images[1])
+    assert torch.equal(out[2].int(), windows.amin(0)[2])
