@@ -46,6 +46,13 @@ def _short(name: str, limit: int = 28) -> str:
     return short if len(short) <= limit else "..." + short[-(limit - 3):]
 
 
+def _named(index: int, class_names: Sequence[str] | None) -> str:
+    """``3``, or ``3 Dress`` where the classes have names other than their numbers."""
+    if class_names is None or class_names[index] == str(index):
+        return str(index)
+    return f"{index} {class_names[index]}"
+
+
 def inference_figure(
     images,
     probabilities,
@@ -54,12 +61,14 @@ def inference_figure(
     labels: Sequence[int | None] | None = None,
     fig: Figure | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Draw one row per image into ``fig`` (a new :class:`Figure` when ``None``) and return it.
 
     ``images``: ``[B, 28, 28]`` in [0, 1] (what the network saw); ``probabilities``: ``[B, C]``;
     ``spikes``: one ``[B, T, N]`` tensor per LIF layer; ``names``: B strings for the titles;
-    ``labels``: the true class of each image where known (test-set images), else ``None``.
+    ``labels``: the true class of each image where known (test-set images), else ``None``;
+    ``class_names``: names of the classes (Fashion-MNIST's) for the titles, else the numbers alone.
     """
     images, probabilities = _as_numpy(images), _as_numpy(probabilities)
     layers = [_as_numpy(layer) for layer in spikes]
@@ -83,7 +92,7 @@ def inference_figure(
         ax.set_xticks([])
         ax.set_yticks([])
         label = labels[row]
-        ax.set_title(_short(names[row]) + ("" if label is None else f"\nlabel {label}"), fontsize=9)
+        ax.set_title(_short(names[row]) + ("" if label is None else f"\nlabel {_named(label, class_names)}"), fontsize=9)
 
         ax = fig.add_subplot(grid[row, 1])
         colours = [PREDICTED_COLOUR if k == predicted else BAR_COLOUR for k in classes]
@@ -93,7 +102,7 @@ def inference_figure(
         ax.tick_params(labelsize=8)
         ax.set_ylabel("probability", fontsize=8)
         verdict = "" if label is None else ("  correct" if label == predicted else "  WRONG")
-        ax.set_title(f"predicted {predicted} ({probs[predicted]:.1%}){verdict}", fontsize=9)
+        ax.set_title(f"predicted {_named(predicted, class_names)} ({probs[predicted]:.1%}){verdict}", fontsize=9)
 
         for index, layer in enumerate(layers):
             if layer.ndim == 5:  # a convolutional LIF layer [B, T, C, H, W]: spike maps
@@ -141,7 +150,8 @@ def page_paths(out: str | Path, pages: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{page}{out.suffix}") for page in range(1, pages + 1)]
 
 
-def save_inference_figures(out: str | Path, images, probabilities, spikes, names, labels=None, title=None) -> list[Path]:
+def save_inference_figures(out: str | Path, images, probabilities, spikes, names, labels=None, title=None,
+                           class_names=None) -> list[Path]:
     """Save the figure of a batch to ``out`` (split into pages of :data:`MAX_ROWS`); return the paths."""
     batch = len(names)
     pages = max(1, -(-batch // MAX_ROWS))
@@ -150,7 +160,7 @@ def save_inference_figures(out: str | Path, images, probabilities, spikes, names
         rows = slice(page * MAX_ROWS, (page + 1) * MAX_ROWS)
         fig = inference_figure(
             images[rows], probabilities[rows], [layer[rows] for layer in spikes], names[rows],
-            None if labels is None else labels[rows], title=title,
+            None if labels is None else labels[rows], title=title, class_names=class_names,
         )
         save_figure(fig, path)
     return paths
