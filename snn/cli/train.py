@@ -42,7 +42,7 @@ from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
-from snn.monitor import format_rates, layer_activity
+from snn.monitor import format_rates
 from snn.training import LOSSES, OPTIMIZERS, SCHEDULES, Diverged, evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger("train")
@@ -441,8 +441,8 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
         finally:
             if progress is not None:
                 progress.close()
-        accuracy = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world)
-        activity = layer_activity(trained, data.test_images[:ACTIVITY_SAMPLES])  # firing rates, synaptic ops
+        accuracy, activity = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world,
+                                      activity_samples=ACTIVITY_SAMPLES)  # and the firing rates, synaptic ops
         seconds = time.perf_counter() - epoch_start
         meta = {"epoch": epoch, "accuracy": accuracy, "dataset": data.source, "backend": args.backend,
                 "versions": versions(), "train_samples": len(data.train_labels)}
