@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 MAX_ROWS = 8  # images per figure; larger batches are split over pages
 ROW_HEIGHT = 2.3  # inches
 WIDTH = 15.0  # inches
+EXTRA_LAYER_WIDTH = 3.0  # inches per LIF layer beyond two (the CSNN has four)
 DPI = 120  # the raster panels get ~560 px for 512 neurons, so no neuron is dropped
 BAR_COLOUR = "#b8c0c8"
 PREDICTED_COLOUR = "#d9480f"
@@ -74,10 +75,12 @@ def inference_figure(
     layers = [_as_numpy(layer) for layer in spikes]
     batch, num_classes = probabilities.shape
     labels = list(labels) if labels is not None else [None] * batch
+    width = WIDTH + EXTRA_LAYER_WIDTH * max(len(layers) - 2, 0)  # the MLP's two layers: WIDTH
+    compact = len(layers) > 2  # titles on two lines, so that six panels' titles do not run into each other
     if fig is None:
-        fig = Figure(figsize=(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0)), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(width, ROW_HEIGHT * batch + (0.5 if title else 0.0)), dpi=DPI, layout="constrained")
     else:
-        fig.set_size_inches(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0))
+        fig.set_size_inches(width, ROW_HEIGHT * batch + (0.5 if title else 0.0))
         fig.set_layout_engine("constrained")
     if title:
         fig.suptitle(title)
@@ -102,11 +105,12 @@ def inference_figure(
         ax.tick_params(labelsize=8)
         ax.set_ylabel("probability", fontsize=8)
         verdict = "" if label is None else ("  correct" if label == predicted else "  WRONG")
-        ax.set_title(f"predicted {_named(predicted, class_names)} ({probs[predicted]:.1%}){verdict}", fontsize=9)
+        ax.set_title(f"predicted {_named(predicted, class_names)} ({probs[predicted]:.1%})"
+                     + ("\n" + verdict.strip() if compact and verdict else verdict), fontsize=9)
 
         for index, layer in enumerate(layers):
             if layer.ndim == 5:  # a convolutional LIF layer [B, T, C, H, W]: spike maps
-                _spike_maps(fig.add_subplot(grid[row, 2 + index]), layer[row], index + 1)
+                _spike_maps(fig.add_subplot(grid[row, 2 + index]), layer[row], index + 1, row == batch - 1)
                 continue
             raster = layer[row]  # [T, N]
             steps, neurons = raster.shape
@@ -119,7 +123,7 @@ def inference_figure(
             if row == batch - 1:
                 ax.set_xlabel("neuron", fontsize=8)
             active = int((raster.sum(axis=0) > 0).sum())
-            ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike, "
+            ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike,{chr(10) if compact else ' '}"
                          f"{active}/{neurons} neurons fire", fontsize=9)
     return fig
 
@@ -127,7 +131,7 @@ def inference_figure(
 MAP_CHANNELS = 4  # channels shown per convolutional LIF layer
 
 
-def _spike_maps(ax, maps: np.ndarray, number: int) -> None:
+def _spike_maps(ax, maps: np.ndarray, number: int, last_row: bool = True) -> None:
     """The spike maps ``[T, C, H, W]`` of the first :data:`MAP_CHANNELS` channels: one row per
     channel, one column per step (black = spike), with the layer's firing rate in the title."""
     steps, channels = maps.shape[:2]
@@ -138,8 +142,10 @@ def _spike_maps(ax, maps: np.ndarray, number: int) -> None:
     ax.set_xticks([(t + 0.5) * tiles.shape[-1] for t in range(steps)], [str(t + 1) for t in range(steps)], fontsize=7)
     ax.set_yticks([(c + 0.5) * tiles.shape[-2] for c in range(shown.shape[1])],
                   [f"ch {c}" for c in range(shown.shape[1])], fontsize=7)
-    ax.set_xlabel("step t", fontsize=8)
-    ax.set_title(f"LIF layer {number} (conv, {channels} ch): {maps.mean():.1%} of neuron-steps spike", fontsize=9)
+    if last_row:
+        ax.set_xlabel("step t", fontsize=8)
+    ax.set_title(f"LIF layer {number} (conv, {channels} channels, first {shown.shape[1]} shown):\n"
+                 f"{maps.mean():.1%} of neuron-steps spike", fontsize=9)
 
 
 def page_paths(out: str | Path, pages: int) -> list[Path]:
