@@ -153,7 +153,7 @@ def _ratio(a: float, b: float) -> str:
 
 def training_table(shapes, dtypes, names, rounds: int) -> None:
     print("| C | batch | dtype | " + " | ".join(f"{name} step (s)" for name in names) +
-          " | ours / SJ eager | ours / SJ compiled | ours compiled / SJ compiled | ours compiled vs ours eager | first calls (s) |")
+          " | speed-up: ours vs SJ eager | ours vs SJ compiled | ours compiled vs SJ compiled | ours compiled vs ours eager | first calls (s) |")
     print("| --- " * (3 + len(names) + 5) + "|")
     for channels, batch in shapes:
         for dtype_name in dtypes:
@@ -170,7 +170,7 @@ def training_table(shapes, dtypes, names, rounds: int) -> None:
 
 def inference_table(batches, dtypes, names, rounds: int, channels: int = 128) -> None:
     print(f"| inference C={channels}, batch | dtype | " + " | ".join(f"{name} (ms)" for name in names) +
-          " | ours / SJ eager | ours compiled / SJ compiled |")
+          " | speed-up: ours vs SJ eager | ours compiled vs SJ compiled |")
     print("| --- " * (2 + len(names) + 2) + "|")
     for batch in batches:
         for dtype_name in dtypes:
