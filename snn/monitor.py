@@ -11,6 +11,9 @@ returns, per sample:
   estimate is ``E = MACs * E_MAC + ACs * E_AC`` (e.g. 4.6 pJ and 0.9 pJ for fp32 at 45 nm,
   Horowitz 2014); ``energy_pj`` gives it with those numbers.
 
+:class:`ActivityMeter` holds the running sums, so a test pass can meter the batches it runs anyway
+(:func:`snn.training.evaluate` with ``activity_samples``; under torchrun the ranks' sums are added).
+
 Convolutions count exactly, borders included: an input pixel of a 3x3 convolution with padding 1
 reaches 9, 6 or 4 output positions per output channel.
 """
