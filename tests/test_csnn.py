@@ -257,3 +257,24 @@ def test_torchrun_trains_the_csnn_on_two_ranks(mnist_dir, tmp_path):
     expected = layer_activity(model, load_dataset("mnist", mnist_dir).test_images[:101])
     assert record["firing_rates"] == pytest.approx(expected["firing_rates"], rel=1e-9)
     assert record["synops_per_sample"]["AC"] == pytest.approx(expected["AC"], rel=1e-9)
+
+
+def test_infer_names_the_csnn_in_titles_and_the_figure_shows_every_spiking_layer(tmp_path):
+    """infer.py's title says what the checkpoint holds; the figure has a panel per LIF layer with its rate."""
+    import argparse
+
+    from snn.cli.infer import figure_title
+    from snn.figure import inference_figure
+
+    model = SpikingCSNN(CSNNConfig(channels=3, time_steps=2)).eval()
+    model.dataset = "fashion-mnist"
+    args = argparse.Namespace(checkpoint=str(tmp_path / "c.pth"), backend="torch")
+    assert figure_title(args, model) == "spiking CSNN (C=3, T=2), Fashion-MNIST c.pth, backend torch"
+    images = torch.rand(2, 1, 28, 28)
+    rates, spikes = model.forward_with_spikes(images)
+    fig = inference_figure(images[:, 0], rates.softmax(1), spikes, ["a", "b"], [0, 9],
+                           class_names=("T-shirt/top",) + tuple(map(str, range(1, 9))) + ("Ankle boot",))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum("LIF layer 1 (conv, 3 channels" in t for t in titles) == 2
+    assert sum(t.startswith("LIF layer 4:") for t in titles) == 2
+    assert any("label 9 Ankle boot" in t for t in titles)
