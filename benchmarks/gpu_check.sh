@@ -3,6 +3,9 @@
 #   1. the CUDA-marked kernel tests      (python -m pytest -m cuda tests)
 #   2. the benchmark suite               (python -m pytest benchmarks, JSON + Markdown report)
 #   3. a short training run              (python train.py --backend triton --batch-size 1024 --amp)
+#   4. the CSNN training step (C=128, batch 128 and 512, fp32 and bf16): ours (Triton) against
+#      SpikingJelly's default CUDA path and its Triton path (python -m benchmarks.test_csnn --cuda,
+#      with SJ_IF_CUDA_IMPLEMENTATION=auto, then =triton); skipped where spikingjelly does not import
 # within about 8 minutes (a timeout per stage, shrunk to what is left of the total), then print a
 # compact Markdown table last and write it to FILE (--out), else $OUT/gpu_check.md when $OUT is
 # set, else benchmarks/gpu_check.md. Seven artifacts go to $OUT/gpu_check/ (or .benchmarks/gpu_check/,
@@ -111,12 +114,14 @@ if [[ $DRY_RUN -eq 1 ]]; then
     echo "  1 kernel:      $PY -m pytest -m cuda tests -q -p no:cacheprovider"
     echo "  2 benchmarks:  $PY ${BENCH_ARGS[*]}"
     echo "  3 training:    $PY ${TRAIN_ARGS[*]}"
+    echo "  4 csnn step:   SJ_IF_CUDA_IMPLEMENTATION={auto,triton} $PY -m benchmarks.test_csnn --cuda"
+    echo "                 (checking its Python part on the CPU: $PY -m benchmarks.test_csnn --cuda --dry-run)"
     exit 0
 fi
 
 mkdir -p "$WORK" "$SCRATCH" "$(dirname "$OUT_FILE")"
 trap 'rm -rf "$SCRATCH"' EXIT
-rm -f "$WORK/bench.json" "$WORK/records.jsonl" "$WORK/train_metrics.jsonl"
+rm -f "$WORK/bench.json" "$WORK/records.jsonl" "$WORK/train_metrics.jsonl" "$WORK"/csnn_*.log
 START=$(date +%s)
 STAGES=()
 
@@ -131,6 +136,10 @@ finish() {  # print the table last and write it; $1 = exit status
           for s in "${STAGES[@]}"; do echo "| ${s%%=*} | ${s#*=} |"; done
           echo; echo "(benchmarks.report failed: $(tail -n 1 "$SCRATCH/report.err"))"; } > "$table"
     fi
+    for log in "$WORK"/csnn_*.log; do  # the CSNN step tables (stage 4), under the summary
+        [[ -f "$log" ]] || continue
+        { echo; echo "### CSNN step, $(head -n 1 "$log")"; echo; grep '^|' "$log"; } >> "$table"
+    done
     cp "$table" "$OUT_FILE"
     echo
     cat "$table"
@@ -200,7 +209,10 @@ else
     STAGES+=("training=skipped: no MNIST IDX files in $DATA_DIR/MNIST/raw (copy them there, see --help)")
 fi
 if "$PY" -c "import spikingjelly" 2>/dev/null; then  # issue 18: the CSNN step, ours vs SpikingJelly
-    run_stage "csnn step" 120 "$WORK/csnn.log" "$PY" -m benchmarks.test_csnn --cuda
+    for impl in auto triton; do
+        run_stage "csnn step (SpikingJelly $impl)" 90 "$WORK/csnn_$impl.log" \
+            env SJ_IF_CUDA_IMPLEMENTATION=$impl "$PY" -m benchmarks.test_csnn --cuda
+    done
 else
     STAGES+=("csnn step=skipped: spikingjelly does not import (put its wheel in .whl/, see --help)")
 fi

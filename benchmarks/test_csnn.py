@@ -1,13 +1,19 @@
 """CSNN training step and inference, ours vs SpikingJelly's own CSNN (eager), side by side in one process.
 
     python -m pytest benchmarks/test_csnn.py --benchmark-only --benchmark-group-by=param
-    python -m benchmarks.test_csnn              # the interleaved table of benchmarks/RESULTS.md
+    python -m benchmarks.test_csnn              # the interleaved tables of benchmarks/RESULTS.md
+    python -m benchmarks.test_csnn --shapes 128x128 --dtypes fp32 --contenders sj-compiled,ours
+    python -m benchmarks.test_csnn --cuda [--dry-run]   # gpu_check.sh's stage (--dry-run: on the CPU, tiny)
+
+Contenders: SpikingJelly's CSNN eager (sj) and under torch.compile (sj-compiled), ours eager and
+compiled; fp32 and bf16 autocast; every row's contenders are called in turn (A B C D A B ...).
 
 Skips SpikingJelly where it does not import (pip install --no-deps spikingjelly==2.0.0 loguru).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -41,17 +47,24 @@ def make_pair(channels: int):
     return theirs, ours
 
 
-def step_function(model, batch: int, spikingjelly: bool):
-    """One training step (forward, MSE against one-hot, backward, SGD step), as the recipe does."""
+def _autocast(dtype, device_type: str = "cpu"):
+    """bf16 autocast when ``dtype`` is torch.bfloat16, else a no-op context."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype is not None)
+
+
+def step_function(model, batch: int, spikingjelly: bool, dtype=None, device: str = "cpu"):
+    """One training step (forward, MSE against one-hot, backward, SGD step), as the recipe does;
+    ``dtype=torch.bfloat16``: the forward under bf16 autocast (the loss in fp32)."""
     from spikingjelly.activation_based import functional
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    images = torch.rand(batch, 1, 28, 28)
-    target = torch.nn.functional.one_hot(torch.arange(batch) % 10, 10).float()
+    images = torch.rand(batch, 1, 28, 28, device=device)
+    target = torch.nn.functional.one_hot(torch.arange(batch, device=device) % 10, 10).float()
 
     def step():
-        out = model(images)
-        loss = torch.nn.functional.mse_loss(out, target)
+        with _autocast(dtype, torch.device(device).type):
+            out = model(images)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -61,7 +74,7 @@ def step_function(model, batch: int, spikingjelly: bool):
     return step
 
 
-def inference_function(model, batch: int, spikingjelly: bool):
+def inference_function(model, batch: int, spikingjelly: bool, dtype=None):
     from spikingjelly.activation_based import functional
 
     model.eval()
@@ -69,7 +82,8 @@ def inference_function(model, batch: int, spikingjelly: bool):
 
     @torch.no_grad()
     def infer():
-        model(images)
+        with _autocast(dtype):
+            model(images)
         if spikingjelly:
             functional.reset_net(model)
 
@@ -107,74 +121,128 @@ def interleaved(functions: dict, rounds: int) -> dict:
     return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
 
 
-def main(rounds: int = 3) -> None:
+CONTENDERS = ("sj", "sj-compiled", "ours", "ours-compiled")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def contenders(channels: int, names=CONTENDERS) -> dict:
+    """``name -> (model, is SpikingJelly)``; the compiled ones wrap the same modules in torch.compile
+    (default mode), as a user would. Dynamo's cache is cleared first, so each row compiles afresh."""
+    torch._dynamo.reset()
+    theirs, ours = make_pair(channels)
+    chosen = {}
+    for name in names:
+        base = theirs if name.startswith("sj") else ours
+        chosen[name] = (torch.compile(base) if name.endswith("compiled") else base, name.startswith("sj"))
+    return chosen
+
+
+def interleaved_row(functions: dict, rounds: int) -> tuple[dict, dict]:
+    """(median seconds per call, seconds of the first call: compilation included) per function."""
+    first = {}
+    for name, function in functions.items():
+        start = time.perf_counter()
+        function()
+        first[name] = time.perf_counter() - start
+    return interleaved(functions, rounds), first
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
+
+
+def training_table(shapes, dtypes, names, rounds: int) -> None:
+    print("| C | batch | dtype | " + " | ".join(f"{name} step (s)" for name in names) +
+          " | speed-up: ours vs SJ eager | ours vs SJ compiled | ours compiled vs SJ compiled | ours compiled vs ours eager | first calls (s) |")
+    print("| --- " * (3 + len(names) + 5) + "|")
+    for channels, batch in shapes:
+        for dtype_name in dtypes:
+            models = contenders(channels, names)
+            functions = {name: step_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
+            median, first = interleaved_row(functions, rounds)
+            cells = " | ".join(f"{median[name]:.3f}" for name in names)
+            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
+                      for a, b in (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"),
+                                   ("ours", "ours-compiled"))]
+            firsts = ", ".join(f"{name} {first[name]:.1f}" for name in names)
+            print(f"| {channels} | {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + f" | {firsts} |", flush=True)
+
+
+def inference_table(batches, dtypes, names, rounds: int, channels: int = 128) -> None:
+    print(f"| inference C={channels}, batch | dtype | " + " | ".join(f"{name} (ms)" for name in names) +
+          " | speed-up: ours vs SJ eager | ours compiled vs SJ compiled |")
+    print("| --- " * (2 + len(names) + 2) + "|")
+    for batch in batches:
+        for dtype_name in dtypes:
+            models = contenders(channels, names)
+            functions = {name: inference_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
+            median, _ = interleaved_row(functions, rounds * (5 if batch == 1 else 1))
+            cells = " | ".join(f"{median[name] * 1e3:.1f}" for name in names)
+            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
+                      for a, b in (("sj", "ours"), ("sj-compiled", "ours-compiled"))]
+            print(f"| {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + " |", flush=True)
+
+
+def main(argv=None) -> None:
+    import argparse
     import os
 
+    parser = argparse.ArgumentParser(description="CSNN step and inference, ours vs SpikingJelly, interleaved")
+    parser.add_argument("--shapes", default=",".join(f"{c}x{b}" for c, b in SHAPES), help="CxBATCH,... (training step)")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"a subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--inference-batches", default="1,256", help="batches of the inference table ('' = none)")
+    parser.add_argument("--no-training", action="store_true", help="the inference table only")
+    args = parser.parse_args(argv)
+    names = tuple(args.contenders.split(","))
+    dtypes = tuple(args.dtypes.split(","))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
-    print("| C | batch | SpikingJelly eager step (s) | ours eager (s) | speed-up |")
-    print("| --- | --- | --- | --- | --- |")
-    for channels, batch in SHAPES:
-        theirs, ours = make_pair(channels)
-        result = interleaved({"sj": step_function(theirs, batch, True), "ours": step_function(ours, batch, False)}, rounds)
-        print(f"| {channels} | {batch} | {result['sj']:.3f} | {result['ours']:.3f} | {result['sj'] / result['ours']:.2f}x |",
-              flush=True)
-    print("\n| inference C=128, batch | SpikingJelly eager (ms) | ours (ms) | speed-up |")
-    print("| --- | --- | --- | --- |")
-    for batch in (1, 256):
-        theirs, ours = make_pair(128)
-        result = interleaved({"sj": inference_function(theirs, batch, True), "ours": inference_function(ours, batch, False)},
-                             rounds * (5 if batch == 1 else 1))
-        print(f"| {batch} | {result['sj'] * 1e3:.1f} | {result['ours'] * 1e3:.1f} | {result['sj'] / result['ours']:.2f}x |",
-              flush=True)
+    if not args.no_training:
+        shapes = [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")]
+        training_table(shapes, dtypes, names, args.rounds)
+        print(f"load: {os.getloadavg()}")
+    if args.inference_batches:
+        print()
+        inference_table([int(b) for b in args.inference_batches.split(",")], dtypes, names, args.rounds)
     print(f"load after: {os.getloadavg()}")
 
 
-def cuda_main(rounds: int = 10) -> None:
-    """The CSNN step on CUDA at batch 128 and 512, fp32 and bf16 autocast: ours (Triton kernel) vs
-    SpikingJelly (its Triton backend where it has one, else its torch backend). For gpu_check.sh."""
-    from spikingjelly.activation_based import functional
-
-    device = torch.device("cuda")
+def cuda_main(rounds: int = 10, dry_run: bool = False) -> None:
+    """The CSNN step (C=128) on CUDA at batch 128 and 512, fp32 and bf16 autocast: ours (Triton
+    kernel) vs SpikingJelly's default CUDA path (it picks its CUDA kernel, else Triton, else torch;
+    ``SJ_IF_CUDA_IMPLEMENTATION=triton`` or ``=cuda`` forces one). For gpu_check.sh.
+    ``dry_run``: the same code on the CPU at batch 2, one round, ours on the torch backend (a check
+    that the stage runs, not a measurement)."""
+    device = "cpu" if dry_run else "cuda"
+    batches, rounds = ((2,), 1) if dry_run else ((128, 512), rounds)
+    implementation = os.environ.get("SJ_IF_CUDA_IMPLEMENTATION", "auto")
+    sync = (lambda: None) if dry_run else torch.cuda.synchronize
+    print(f"SpikingJelly IF implementation: {implementation} (SJ_IF_CUDA_IMPLEMENTATION)" + ("; DRY RUN on the CPU" if dry_run else ""))
     print("| C | batch | dtype | SpikingJelly step (ms) | ours (ms) | speed-up |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for batch in (128, 512):
-        for dtype in (torch.float32, torch.bfloat16):
+    for batch in batches:
+        for dtype_name, dtype in DTYPES.items():
             torch.manual_seed(0)
             theirs = spikingjelly_csnn(128).to(device)
-            try:
-                functional.set_backend(theirs, "triton")
-            except Exception as exc:  # noqa: BLE001  (older versions: cupy or torch only)
-                print(f"(SpikingJelly triton backend unavailable: {exc}; its torch backend is measured)")
-            ours = SpikingCSNN(CSNNConfig(channels=128), backend="triton").to(device)
-            images = torch.rand(batch, 1, 28, 28, device=device)
-            target = torch.nn.functional.one_hot(torch.arange(batch, device=device) % 10, 10).float()
+            ours = SpikingCSNN(CSNNConfig(channels=128), backend="torch" if dry_run else "triton").to(device)
             timings = {}
             for name, model in (("sj", theirs), ("ours", ours)):
-                optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-                def step(model=model, optimizer=optimizer, name=name):
-                    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                        out = model(images)
-                    torch.nn.functional.mse_loss(out.float(), target).backward()
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if name == "sj":
-                        functional.reset_net(model)
-
-                for _ in range(3):
+                step = step_function(model, batch, name == "sj", dtype, device)
+                for _ in range(1 if dry_run else 3):
                     step()
-                torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 for _ in range(rounds):
                     step()
-                torch.cuda.synchronize()
+                sync()
                 timings[name] = (time.perf_counter() - start) / rounds
-            print(f"| 128 | {batch} | {str(dtype)[6:]} | {timings['sj'] * 1e3:.2f} | {timings['ours'] * 1e3:.2f} | "
+            print(f"| 128 | {batch} | {dtype_name} | {timings['sj'] * 1e3:.2f} | {timings['ours'] * 1e3:.2f} | "
                   f"{timings['sj'] / timings['ours']:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
     if "--cuda" in sys.argv:
-        cuda_main()
+        cuda_main(dry_run="--dry-run" in sys.argv)
     else:
-        main()
+        main(sys.argv[1:])

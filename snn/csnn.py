@@ -87,13 +87,15 @@ class RepeatedInputBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.track_running_stats) or self.repeats == 1:
             return super().forward(x)
-        # Normalise with the batch statistics (no running-stat update inside the native kernel) ...
-        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        # ... and update the running statistics with the count of the repeated batch.
+        # Normalise with the batch statistics (no running-stat update inside the native kernel, the
+        # kernel F.batch_norm calls on the CPU) ...
+        out, mean, invstd = torch.native_batch_norm(x, self.weight, self.bias, None, None, True, 0.0, self.eps)
+        # ... and update the running statistics with the count of the repeated batch, from the
+        # statistics the kernel computed (no second pass over x: var = invstd**-2 - eps).
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             factor = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            var = invstd.double().pow(-2).sub(self.eps).float()
             count = x.numel() // x.shape[1] * self.repeats
             self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
             self.running_var.mul_(1 - factor).add_(var, alpha=factor * count / max(count - 1, 1))

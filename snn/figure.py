@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 MAX_ROWS = 8  # images per figure; larger batches are split over pages
 ROW_HEIGHT = 2.3  # inches
 WIDTH = 15.0  # inches
+EXTRA_LAYER_WIDTH = 3.0  # inches per LIF layer beyond two (the CSNN has four)
 DPI = 120  # the raster panels get ~560 px for 512 neurons, so no neuron is dropped
 BAR_COLOUR = "#b8c0c8"
 PREDICTED_COLOUR = "#d9480f"
@@ -46,6 +47,13 @@ def _short(name: str, limit: int = 28) -> str:
     return short if len(short) <= limit else "..." + short[-(limit - 3):]
 
 
+def _named(index: int, class_names: Sequence[str] | None) -> str:
+    """``3``, or ``3 Dress`` where the classes have names other than their numbers."""
+    if class_names is None or class_names[index] == str(index):
+        return str(index)
+    return f"{index} {class_names[index]}"
+
+
 def inference_figure(
     images,
     probabilities,
@@ -54,21 +62,25 @@ def inference_figure(
     labels: Sequence[int | None] | None = None,
     fig: Figure | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Draw one row per image into ``fig`` (a new :class:`Figure` when ``None``) and return it.
 
     ``images``: ``[B, 28, 28]`` in [0, 1] (what the network saw); ``probabilities``: ``[B, C]``;
     ``spikes``: one ``[B, T, N]`` tensor per LIF layer; ``names``: B strings for the titles;
-    ``labels``: the true class of each image where known (test-set images), else ``None``.
+    ``labels``: the true class of each image where known (test-set images), else ``None``;
+    ``class_names``: names of the classes (Fashion-MNIST's) for the titles, else the numbers alone.
     """
     images, probabilities = _as_numpy(images), _as_numpy(probabilities)
     layers = [_as_numpy(layer) for layer in spikes]
     batch, num_classes = probabilities.shape
     labels = list(labels) if labels is not None else [None] * batch
+    width = WIDTH + EXTRA_LAYER_WIDTH * max(len(layers) - 2, 0)  # the MLP's two layers: WIDTH
+    compact = len(layers) > 2  # titles on two lines, so that six panels' titles do not run into each other
     if fig is None:
-        fig = Figure(figsize=(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0)), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(width, ROW_HEIGHT * batch + (0.5 if title else 0.0)), dpi=DPI, layout="constrained")
     else:
-        fig.set_size_inches(WIDTH, ROW_HEIGHT * batch + (0.5 if title else 0.0))
+        fig.set_size_inches(width, ROW_HEIGHT * batch + (0.5 if title else 0.0))
         fig.set_layout_engine("constrained")
     if title:
         fig.suptitle(title)
@@ -83,7 +95,7 @@ def inference_figure(
         ax.set_xticks([])
         ax.set_yticks([])
         label = labels[row]
-        ax.set_title(_short(names[row]) + ("" if label is None else f"\nlabel {label}"), fontsize=9)
+        ax.set_title(_short(names[row]) + ("" if label is None else f"\nlabel {_named(label, class_names)}"), fontsize=9)
 
         ax = fig.add_subplot(grid[row, 1])
         colours = [PREDICTED_COLOUR if k == predicted else BAR_COLOUR for k in classes]
@@ -93,11 +105,12 @@ def inference_figure(
         ax.tick_params(labelsize=8)
         ax.set_ylabel("probability", fontsize=8)
         verdict = "" if label is None else ("  correct" if label == predicted else "  WRONG")
-        ax.set_title(f"predicted {predicted} ({probs[predicted]:.1%}){verdict}", fontsize=9)
+        ax.set_title(f"predicted {_named(predicted, class_names)} ({probs[predicted]:.1%})"
+                     + ("\n" + verdict.strip() if compact and verdict else verdict), fontsize=9)
 
         for index, layer in enumerate(layers):
             if layer.ndim == 5:  # a convolutional LIF layer [B, T, C, H, W]: spike maps
-                _spike_maps(fig.add_subplot(grid[row, 2 + index]), layer[row], index + 1)
+                _spike_maps(fig.add_subplot(grid[row, 2 + index]), layer[row], index + 1, row == batch - 1)
                 continue
             raster = layer[row]  # [T, N]
             steps, neurons = raster.shape
@@ -110,7 +123,7 @@ def inference_figure(
             if row == batch - 1:
                 ax.set_xlabel("neuron", fontsize=8)
             active = int((raster.sum(axis=0) > 0).sum())
-            ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike, "
+            ax.set_title(f"LIF layer {index + 1}: {raster.mean():.1%} of neuron-steps spike,{chr(10) if compact else ' '}"
                          f"{active}/{neurons} neurons fire", fontsize=9)
     return fig
 
@@ -118,7 +131,7 @@ def inference_figure(
 MAP_CHANNELS = 4  # channels shown per convolutional LIF layer
 
 
-def _spike_maps(ax, maps: np.ndarray, number: int) -> None:
+def _spike_maps(ax, maps: np.ndarray, number: int, last_row: bool = True) -> None:
     """The spike maps ``[T, C, H, W]`` of the first :data:`MAP_CHANNELS` channels: one row per
     channel, one column per step (black = spike), with the layer's firing rate in the title."""
     steps, channels = maps.shape[:2]
@@ -129,8 +142,10 @@ def _spike_maps(ax, maps: np.ndarray, number: int) -> None:
     ax.set_xticks([(t + 0.5) * tiles.shape[-1] for t in range(steps)], [str(t + 1) for t in range(steps)], fontsize=7)
     ax.set_yticks([(c + 0.5) * tiles.shape[-2] for c in range(shown.shape[1])],
                   [f"ch {c}" for c in range(shown.shape[1])], fontsize=7)
-    ax.set_xlabel("step t", fontsize=8)
-    ax.set_title(f"LIF layer {number} (conv, {channels} ch): {maps.mean():.1%} of neuron-steps spike", fontsize=9)
+    if last_row:
+        ax.set_xlabel("step t", fontsize=8)
+    ax.set_title(f"LIF layer {number} (conv, {channels} channels, first {shown.shape[1]} shown):\n"
+                 f"{maps.mean():.1%} of neuron-steps spike", fontsize=9)
 
 
 def page_paths(out: str | Path, pages: int) -> list[Path]:
@@ -141,7 +156,8 @@ def page_paths(out: str | Path, pages: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{page}{out.suffix}") for page in range(1, pages + 1)]
 
 
-def save_inference_figures(out: str | Path, images, probabilities, spikes, names, labels=None, title=None) -> list[Path]:
+def save_inference_figures(out: str | Path, images, probabilities, spikes, names, labels=None, title=None,
+                           class_names=None) -> list[Path]:
     """Save the figure of a batch to ``out`` (split into pages of :data:`MAX_ROWS`); return the paths."""
     batch = len(names)
     pages = max(1, -(-batch // MAX_ROWS))
@@ -150,7 +166,7 @@ def save_inference_figures(out: str | Path, images, probabilities, spikes, names
         rows = slice(page * MAX_ROWS, (page + 1) * MAX_ROWS)
         fig = inference_figure(
             images[rows], probabilities[rows], [layer[rows] for layer in spikes], names[rows],
-            None if labels is None else labels[rows], title=title,
+            None if labels is None else labels[rows], title=title, class_names=class_names,
         )
         save_figure(fig, path)
     return paths

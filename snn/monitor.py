@@ -11,6 +11,9 @@ returns, per sample:
   estimate is ``E = MACs * E_MAC + ACs * E_AC`` (e.g. 4.6 pJ and 0.9 pJ for fp32 at 45 nm,
   Horowitz 2014); ``energy_pj`` gives it with those numbers.
 
+:class:`ActivityMeter` holds the running sums, so a test pass can meter the batches it runs anyway
+(:func:`snn.training.evaluate` with ``activity_samples``; under torchrun the ranks' sums are added).
+
 Convolutions count exactly, borders included: an input pixel of a 3x3 convolution with padding 1
 reaches 9, 6 or 4 output positions per output channel.
 """
@@ -58,40 +61,77 @@ def _synops(model, images: torch.Tensor, spikes: list[torch.Tensor]) -> dict[str
     raise TypeError(f"layer_activity: no synaptic-operation count for {type(model).__name__}")
 
 
+class ActivityMeter:
+    """Sums of spikes, neuron-steps and synaptic operations over the batches it is shown
+    (:meth:`add`), turned into per-sample figures by :meth:`result`. Under torchrun each rank
+    meters its images and :meth:`all_reduce` sums the ranks' counts (float64, so the spike counts,
+    whole numbers, add up exactly)."""
+
+    def __init__(self):
+        self.spike_sums: dict[str, float] = {}
+        self.neuron_steps: dict[str, float] = {}
+        self.ops: dict[str, dict[str, float]] = {}
+        self.count = 0
+
+    def add(self, model, images: torch.Tensor, spikes: list[torch.Tensor]) -> None:
+        """One batch: ``images`` the float images it saw, ``spikes`` its ``forward_with_spikes`` spikes."""
+        for index, layer in enumerate(spikes, start=1):
+            name = f"lif{index}"
+            self.spike_sums[name] = self.spike_sums.get(name, 0.0) + float(layer.double().sum())
+            self.neuron_steps[name] = self.neuron_steps.get(name, 0) + layer.numel()
+        for name, counts in _synops(model, images, spikes).items():
+            total = self.ops.setdefault(name, {"MAC": 0.0, "AC": 0.0})
+            total["MAC"] += float(counts["MAC"])
+            total["AC"] += float(counts["AC"])
+        self.count += len(images)
+
+    def all_reduce(self, world) -> None:
+        """Sum the counts of all ranks (every rank must call it, with the same layers seen)."""
+        if not world.enabled:
+            return
+        names, ops = sorted(self.spike_sums), sorted(self.ops)
+        flat = torch.tensor([self.spike_sums[n] for n in names] + [float(self.neuron_steps[n]) for n in names]
+                            + [self.ops[n][k] for n in ops for k in ("MAC", "AC")] + [float(self.count)],
+                            dtype=torch.float64)
+        world.all_reduce_sum(flat)
+        values = flat.tolist()
+        for i, name in enumerate(names):
+            self.spike_sums[name], self.neuron_steps[name] = values[i], values[len(names) + i]
+        for i, name in enumerate(ops):
+            self.ops[name] = {"MAC": values[2 * len(names) + 2 * i], "AC": values[2 * len(names) + 2 * i + 1]}
+        self.count = int(values[-1])
+
+    def result(self) -> dict:
+        count = max(self.count, 1)
+        synops = {name: {kind: value / count for kind, value in counts.items()} for name, counts in self.ops.items()}
+        macs = sum(counts["MAC"] for counts in synops.values())
+        acs = sum(counts["AC"] for counts in synops.values())
+        return {
+            "firing_rates": {name: self.spike_sums[name] / max(self.neuron_steps[name], 1) for name in self.spike_sums},
+            "synops": synops,
+            "MAC": macs,
+            "AC": acs,
+            "energy_pj": macs * E_MAC_PJ + acs * E_AC_PJ,
+            "samples": count,
+        }
+
+
 @torch.no_grad()
 def layer_activity(model, images_u8: torch.Tensor, batch_size: int = 500) -> dict:
     """Firing rate of each LIF layer and synaptic operations per sample over ``images_u8``
-    (uint8 ``[N, 28, 28]`` on the model's device), in eval mode (the mode it is restored to after)."""
+    (uint8 ``[N, 28, 28]`` on the model's device), in eval mode (the mode it is restored to after).
+    (train.py measures the same during its test pass: :func:`snn.training.evaluate`.)"""
     was_training = model.training
     model.eval()
-    spike_sums, neuron_steps, ops, count = {}, {}, {}, 0
+    meter = ActivityMeter()
     try:
         for first in range(0, len(images_u8), batch_size):
             images = to_float_images(images_u8[first:first + batch_size])
             _, spikes = model.forward_with_spikes(images.unsqueeze(1))
-            for index, layer in enumerate(spikes, start=1):
-                name = f"lif{index}"
-                spike_sums[name] = spike_sums.get(name, 0.0) + float(layer.double().sum())
-                neuron_steps[name] = neuron_steps.get(name, 0) + layer.numel()
-            for name, counts in _synops(model, images, spikes).items():
-                total = ops.setdefault(name, {"MAC": 0.0, "AC": 0.0})
-                total["MAC"] += float(counts["MAC"])
-                total["AC"] += float(counts["AC"])
-            count += len(images)
+            meter.add(model, images, spikes)
     finally:
         model.train(was_training)
-    count = max(count, 1)
-    synops = {name: {kind: value / count for kind, value in counts.items()} for name, counts in ops.items()}
-    macs = sum(counts["MAC"] for counts in synops.values())
-    acs = sum(counts["AC"] for counts in synops.values())
-    return {
-        "firing_rates": {name: spike_sums[name] / max(neuron_steps[name], 1) for name in spike_sums},
-        "synops": synops,
-        "MAC": macs,
-        "AC": acs,
-        "energy_pj": macs * E_MAC_PJ + acs * E_AC_PJ,
-        "samples": count,
-    }
+    return meter.result()
 
 
 def format_rates(rates: dict[str, float]) -> str:

@@ -197,17 +197,46 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
 
 
 @torch.no_grad()
-def evaluate(model, images, labels, *, batch_size=1000, amp=False, world=SINGLE):
+def evaluate(model, images, labels, *, batch_size=1000, amp=False, world=SINGLE, activity_samples=0):
     """Test accuracy of ``model`` on uint8 ``images`` and int64 ``labels`` (under torchrun each
-    rank scores its share of the test set and the counts are summed)."""
+    rank scores its share of the test set and the counts are summed).
+
+    With ``activity_samples = n > 0`` it returns ``(accuracy, activity)``: the per-layer firing
+    rates and synaptic operations (:func:`snn.monitor.layer_activity`'s dict) over the first ``n``
+    test images, measured in the same pass (the batches holding them run ``forward_with_spikes``),
+    summed over the ranks under torchrun.
+    """
+    from snn.monitor import ActivityMeter
+
     model.eval()
+    if world.enabled:  # every rank scores with rank 0's BN statistics (those DDP broadcasts and rank 0 saves)
+        import torch.distributed as dist
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     total = len(labels)
+    positions = torch.arange(total, device=images.device)
     if world.enabled:
-        images, labels = images[world.rank::world.size], labels[world.rank::world.size]
+        images, labels, positions = (t[world.rank::world.size] for t in (images, labels, positions))
+    meter = ActivityMeter() if activity_samples > 0 else None
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for first in range(0, len(labels), batch_size):
         x = to_float_images(images[first:first + batch_size])
+        metered = meter is not None and int(positions[first]) < activity_samples  # the shard's positions rise
         with autocast_context(images.device, amp):
-            logits = model(x)
+            if metered:
+                logits, spikes = model.forward_with_spikes(x.unsqueeze(1))
+            else:
+                logits = model(x)
+        if metered:
+            keep = int((positions[first:first + batch_size] < activity_samples).sum())
+            meter.add(model, x[:keep], [layer[:keep] for layer in spikes])
         correct += (logits.argmax(1) == labels[first:first + batch_size]).sum()
-    return world.all_reduce_sum(correct).item() / max(total, 1)
+    accuracy = world.all_reduce_sum(correct).item() / max(total, 1)
+    if meter is None:
+        return accuracy
+    if meter.count == 0:  # a rank without images still names the layers, so the ranks' sums line up
+        empty = to_float_images(images[:0])
+        meter.add(model, empty, model.forward_with_spikes(empty.unsqueeze(1))[1])
+    meter.all_reduce(world)
+    return accuracy, meter.result()

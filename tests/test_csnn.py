@@ -198,3 +198,83 @@ def test_train_and_infer_csnn_fashion_mnist_through_the_clis(tmp_path, fashion_m
     line = json.loads(infer.stdout.splitlines()[0])
     assert line["dataset"] == "Fashion-MNIST" and line["label"] == 9 and line["label_name"] == "Ankle boot"
     assert set(line["firing_rates"]) == {"lif1", "lif2", "lif3", "lif4"}
+
+
+def test_evaluate_measures_the_activity_of_layer_activity_in_its_own_pass():
+    """train.py's per-epoch firing rates come from the test pass: the same figures as layer_activity."""
+    from snn.model import MLPConfig, SpikingMLP
+    from snn.training import evaluate
+
+    torch.manual_seed(3)
+    images = (torch.rand(23, 28, 28) * 255).to(torch.uint8)
+    labels = torch.randint(0, 10, (23,))
+    for model in (SpikingCSNN(CSNNConfig(channels=3, time_steps=2)), SpikingMLP(MLPConfig(hidden=16, time_steps=3))):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)  # enough spikes to count
+        accuracy, activity = evaluate(model, images, labels, batch_size=5, activity_samples=12)
+        assert accuracy == evaluate(model, images, labels, batch_size=5)
+        expected = layer_activity(model, images[:12])
+        assert activity["samples"] == 12
+        assert activity["firing_rates"] == pytest.approx(expected["firing_rates"], rel=1e-12)
+        assert activity["MAC"] == pytest.approx(expected["MAC"]) and activity["AC"] == pytest.approx(expected["AC"])
+        assert 0 < activity["firing_rates"]["lif1"] < 1
+
+
+@pytest.mark.parametrize("backend", ["torch", "eager", "reference"])
+def test_export_runs_and_matches_eager(backend):
+    """torch.export of the CSNN (eval mode) with a dynamic batch gives the eager result at another batch size."""
+    torch.manual_seed(4)
+    model = SpikingCSNN(CSNNConfig(channels=2, time_steps=3), backend=backend).eval()
+    batch = torch.export.Dim("batch", min=2)
+    program = torch.export.export(model, (torch.rand(4, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    images = torch.rand(7, 1, 28, 28) * 3
+    assert torch.equal(program.module()(images), model(images))
+
+
+def test_torchrun_trains_the_csnn_on_two_ranks(mnist_dir, tmp_path):
+    """Two gloo ranks train one CSNN (identical weights); the epoch's firing rates, measured by the
+    ranks on their halves of the test images and summed, are those of the saved model."""
+    import json
+    import os
+
+    from snn.checkpoint import load_checkpoint
+    from snn.data import load_dataset
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    checkpoint = tmp_path / "c.pth"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO_ROOT / "train.py"), "--model", "csnn", "--channels", "2", "--data-dir", str(mnist_dir),
+                          "--train-samples", "128", "--test-samples", "101", "--epochs", "1", "--batch-size", "32",
+                          "--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu"],
+                         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "weights identical on all 2 ranks" in run.stdout
+    record = [json.loads(line) for line in (tmp_path / "c.metrics.jsonl").read_text().splitlines()][-1]
+    saved = load_checkpoint(checkpoint)
+    model = SpikingCSNN(CSNNConfig(**saved["config"]))
+    model.load_state_dict(saved["model_state"])
+    expected = layer_activity(model, load_dataset("mnist", mnist_dir).test_images[:101])
+    assert record["firing_rates"] == pytest.approx(expected["firing_rates"], rel=1e-9)
+    assert record["synops_per_sample"]["AC"] == pytest.approx(expected["AC"], rel=1e-9)
+
+
+def test_infer_names_the_csnn_in_titles_and_the_figure_shows_every_spiking_layer(tmp_path):
+    """infer.py's title says what the checkpoint holds; the figure has a panel per LIF layer with its rate."""
+    import argparse
+
+    from snn.cli.infer import figure_title
+    from snn.figure import inference_figure
+
+    model = SpikingCSNN(CSNNConfig(channels=3, time_steps=2)).eval()
+    model.dataset = "fashion-mnist"
+    args = argparse.Namespace(checkpoint=str(tmp_path / "c.pth"), backend="torch")
+    assert figure_title(args, model) == "spiking CSNN (C=3, T=2), Fashion-MNIST c.pth, backend torch"
+    images = torch.rand(2, 1, 28, 28)
+    rates, spikes = model.forward_with_spikes(images)
+    fig = inference_figure(images[:, 0], rates.softmax(1), spikes, ["a", "b"], [0, 9],
+                           class_names=("T-shirt/top",) + tuple(map(str, range(1, 9))) + ("Ankle boot",))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum("LIF layer 1 (conv, 3 channels" in t for t in titles) == 2
+    assert sum(t.startswith("LIF layer 4:") for t in titles) == 2
+    assert any("label 9 Ankle boot" in t for t in titles)

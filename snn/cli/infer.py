@@ -1,4 +1,4 @@
-"""Classify digits with a trained spiking MLP and show what it saw and how its neurons spiked.
+"""Classify images with a trained spiking network (the MLP or the CSNN) and show what it saw and how its neurons spiked.
 
     python infer.py                                  # on a terminal: the menu (1 = random test image, 2 = your image)
     python infer.py --image my_digit.png             # your own image(s) or folder(s): one batch
@@ -9,7 +9,8 @@
 Your own images are preprocessed the way MNIST was made (snn/preprocess.py): grayscale over the
 paper colour, inverted when the ink is dark, cropped, scaled to fit 20x20 and centred by mass in
 28x28. The figure (snn/figure.py) has one row per image: the 28x28 the network saw, the class
-probabilities and the spike raster of both LIF layers. Batches above 8 images are split over
+probabilities and the spikes of each LIF layer (a raster for fully connected layers, the spike maps
+of a few channels over time for the CSNN's convolutional ones). Batches above 8 images are split over
 FIGURE-1.png, FIGURE-2.png, ...
 
 With --image/--index/--random the figure is written only when --out is given. In the menu it is
@@ -36,6 +37,7 @@ from snn.data import FASHION_MNIST_CLASSES, load_dataset, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.cli import run_script
 from snn.errors import UserError, run_cli
+from snn.csnn import SpikingCSNN
 from snn.model import SpikingMLP
 from snn.preprocess import find_images, preprocess_image
 
@@ -208,8 +210,18 @@ def report(result: Result, as_json: bool) -> None:
             print(f"{name}: predicted {prediction} (confidence {confidence:.1%}){verdict}{doubt}")
 
 
-def figure_title(args: argparse.Namespace) -> str:
-    return f"spiking MLP {Path(args.checkpoint).name}, backend {args.backend}"
+def model_description(model) -> str:
+    """What the checkpoint holds, for titles: ``spiking MLP`` or ``spiking CSNN (C=32, T=4), Fashion-MNIST``."""
+    if isinstance(model, SpikingCSNN):
+        config = model.config
+        what = f"spiking CSNN (C={config.channels}, T={config.time_steps})"
+    else:
+        what = "spiking MLP"
+    return what + (", Fashion-MNIST" if getattr(model, "dataset", "mnist") == "fashion-mnist" else "")
+
+
+def figure_title(args: argparse.Namespace, model=None) -> str:
+    return f"{model_description(model)} {Path(args.checkpoint).name}, backend {args.backend}"
 
 
 def figure_path(out: str) -> Path:
@@ -243,6 +255,7 @@ def save_figures(result: Result, out: str, title: str) -> list[Path]:
         return save_inference_figures(
             path, to_float_images(result.batch.images), result.probabilities, result.spikes,
             [printable(name) for name in result.batch.names], result.batch.labels, title=printable(title),
+            class_names=result.class_names,
         )
     except OSError as exc:
         raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}.") from exc
@@ -262,9 +275,9 @@ def display_available() -> bool:
     return matplotlib.get_backend().lower() not in NON_GUI_BACKENDS
 
 
-def show_figure(result: Result, args: argparse.Namespace) -> None:
+def show_figure(result: Result, args: argparse.Namespace, model=None) -> None:
     """The menu's figure: a window where there is a display, else a file (say which)."""
-    title = figure_title(args)
+    title = figure_title(args, model)
     if display_available():
         import matplotlib.pyplot as plt
 
@@ -272,7 +285,8 @@ def show_figure(result: Result, args: argparse.Namespace) -> None:
 
         fig = plt.figure()
         inference_figure(to_float_images(result.batch.images), result.probabilities, result.spikes,
-                         result.batch.names, result.batch.labels, fig=fig, title=title)
+                         result.batch.names, result.batch.labels, fig=fig, title=title,
+                         class_names=result.class_names)
         if args.out:
             from snn.figure import save_figure
 
@@ -297,7 +311,7 @@ def ask(prompt: str) -> str | None:
 
 def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.device) -> int:
     """The seed's menu: 1 = random test image, 2 = your own image; until q, an empty line or EOF."""
-    print(f"spiking MLP from {args.checkpoint}, backend {args.backend}, device {device}")
+    print(f"{model_description(model)} from {args.checkpoint}, backend {args.backend}, device {device}")
     generator = make_generator(args.seed)
     mnist = None
     while True:
@@ -323,7 +337,7 @@ def interactive(args: argparse.Namespace, model: SpikingMLP, device: torch.devic
                 continue
             result = classify(model, batch, device)
             report(result, as_json=False)
-            show_figure(result, args)
+            show_figure(result, args, model)
         except UserError as exc:  # a mistyped path should not end the session
             print(f"error: {exc}", file=sys.stderr)
 
@@ -363,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
     result = classify(model, batch, device)
     report(result, as_json=args.json)
     if args.out:
-        paths = save_figures(result, args.out, figure_title(args))
+        paths = save_figures(result, args.out, figure_title(args, model))
         where = ", ".join(str(path) for path in paths)
         print(f"figure saved to {where}", file=sys.stderr if args.json else sys.stdout)
     if failures:

@@ -42,7 +42,7 @@ from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
-from snn.monitor import format_rates, layer_activity
+from snn.monitor import format_rates
 from snn.training import LOSSES, OPTIMIZERS, SCHEDULES, Diverged, evaluate, make_optimizer, train_one_epoch
 
 log = logging.getLogger("train")
@@ -63,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="LIF implementation: torch, triton (fused kernel) or reference (the seed's loop); default: torch")
-    parser.add_argument("--epochs", type=bounded(int, 1, MAX_EPOCHS), default=20, help=f"total epochs to train, 1..{MAX_EPOCHS} (default: 20)")
+    parser.add_argument("--epochs", type=bounded(int, 1, MAX_EPOCHS), default=None,
+                        help=f"total epochs to train, 1..{MAX_EPOCHS} (default: 20 for the MLP, {CPU_EPOCHS} for the CSNN)")
     parser.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128, help=f"training batch size, 1..{MAX_BATCH} (default: 128)")
     parser.add_argument("--lr", type=float, default=None,
                         help="peak learning rate of the schedule, above 0 and at most 10 (default: 1e-3 for the MLP, 3e-3 for the CSNN)")
@@ -134,9 +135,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh")
 CSNN_CONFIG_ARGS = ("channels", "time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha")
 CPU_CHANNELS = 32  # the CSNN's default --channels: sized for a 2-core CPU (benchmarks/RESULTS.md)
-MODEL_DEFAULTS = {"mlp": {"lr": 1e-3, "time_steps": 6, "surrogate": "triangle", "loss": "ce", "augment": DEFAULT_AUGMENT},
+CPU_EPOCHS = 10  # the CSNN's default --epochs: ~12 min of training at C=32 on the quiet 2-core CPU (benchmarks/RESULTS.md)
+MODEL_DEFAULTS = {"mlp": {"epochs": 20, "lr": 1e-3, "time_steps": 6, "surrogate": "triangle", "loss": "ce", "augment": DEFAULT_AUGMENT},
                   # the CSNN's recipe was measured without the digit augmentation (README, "CSNN")
-                  "csnn": {"lr": 3e-3, "time_steps": 4, "surrogate": "atan", "loss": "mse", "channels": CPU_CHANNELS,
+                  "csnn": {"epochs": CPU_EPOCHS, "lr": 3e-3, "time_steps": 4, "surrogate": "atan", "loss": "mse", "channels": CPU_CHANNELS,
                            "augment": "none"}}
 
 
@@ -441,8 +443,8 @@ def train(args: argparse.Namespace, paths: Paths, device: torch.device, status: 
         finally:
             if progress is not None:
                 progress.close()
-        accuracy = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world)
-        activity = layer_activity(trained, data.test_images[:ACTIVITY_SAMPLES])  # firing rates, synaptic ops
+        accuracy, activity = evaluate(trained, data.test_images, data.test_labels, amp=args.amp, world=world,
+                                      activity_samples=ACTIVITY_SAMPLES)  # and the firing rates, synaptic ops
         seconds = time.perf_counter() - epoch_start
         meta = {"epoch": epoch, "accuracy": accuracy, "dataset": data.source, "backend": args.backend,
                 "versions": versions(), "train_samples": len(data.train_labels)}
