@@ -71,7 +71,9 @@ for bn in BN:
             "calls": used,
             "spikes differing": (out != ref).float().mean().item(),
             "grads equal": all(torch.equal(g, r) for g, r in zip(grads, ref_grads)),
-            "grads close": all(torch.allclose(g, r, rtol=1e-3, atol=1e-4) for g, r in zip(grads, ref_grads)),
+            # relative to the largest gradient: a conv bias before BatchNorm has a gradient of rounding noise
+            "grads close": max((g - r).abs().max().item() for g, r in zip(grads, ref_grads))
+                           <= 1e-4 * max(r.abs().max().item() for r in ref_grads),
         }
 print(json.dumps(report))
 """
