@@ -13,11 +13,12 @@ A per-step layer (conv, pooling, linear, flatten, ...) sees one step's batch ``[
   by hand.
 * **Folded into the batch**, in chunks of steps: ``fold="all"`` is one call over ``[B*T, ...]``
   (SpikingJelly's ``SeqToANNContainer``), an int ``k`` is T/k calls over ``[B*k, ...]``
-  (``k=1``: snnTorch's step-by-step loop), ``"auto"`` (the default) picks by layer type and the
-  number of images, from ``benchmarks/time_folding.py``: convolutions' backward got slower per
-  image past a few hundred images per call (a 6,400-image batch 1.5x slower than 50 calls of 128
-  in issue 17), so convolutions are called on at most :data:`CONV_IMAGES_PER_CALL` images;
-  everything else is folded whole.
+  (``k=1``: snnTorch's step-by-step loop), ``"auto"`` (the default) picks by layer type from
+  :data:`IMAGES_PER_CALL`, measured with ``benchmarks/time_folding.py`` (benchmarks/RESULTS.md,
+  "TimeDistributed folding"). On this project's 2-core CPU one call over all of T was the fastest
+  or equal for every layer measured (tutorial 6's convs and linear at 800 and 6,400 images per
+  call), unlike the 1.5x that issue 17 measured elsewhere for a 6,400-image conv backward, so the
+  table is empty and ``"auto"`` folds all of T; a machine where chunks win gets an entry.
 
 Layout safety: time is dim 1. A layer whose per-step rank is known (``ConvNd``, ``BatchNormNd``,
 ``MaxPoolNd``/``AvgPoolNd``, ``Linear``) refuses, in one sentence, an input of another rank (a
@@ -34,11 +35,9 @@ import warnings
 import torch
 from torch import nn
 
-# Convolutions are called on at most this many images (B * steps per call); measured in
-# benchmarks/time_folding.py (benchmarks/RESULTS.md, "TimeDistributed folding").
-CONV_IMAGES_PER_CALL = 512
-
-_CONV = (nn.modules.conv._ConvNd,)
+# Layer type -> at most this many images (B * steps) per call under fold="auto"; a type not listed is
+# folded whole. Measured with benchmarks/time_folding.py (see the module docstring): empty here.
+IMAGES_PER_CALL: dict[type, int] = {}
 # Layers that compute each sample on its own in any mode (no batch statistics, no randomness).
 _PER_SAMPLE = (
     nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.Flatten, nn.Unflatten, nn.Identity, nn.Sequential,
@@ -154,8 +153,9 @@ class TimeDistributed(nn.Module):
             return steps
         if isinstance(self.fold, int):
             return min(self.fold, steps)
-        if any(isinstance(m, _CONV) for m in self.module.modules()) and batch * steps > CONV_IMAGES_PER_CALL:
-            return max(1, CONV_IMAGES_PER_CALL // max(batch, 1))
+        limits = [limit for kind, limit in IMAGES_PER_CALL.items() for m in self.module.modules() if isinstance(m, kind)]
+        if limits and batch * steps > min(limits):
+            return max(1, min(limits) // max(batch, 1))
         return steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -117,3 +117,14 @@ def test_bad_options_are_one_sentence():
         TimeDistributed(nn.Identity(), fold=0)
     with pytest.raises(ValueError, match="time_steps must be a whole number >= 1"):
         TimeDistributed(nn.Identity(), time_steps=0)
+
+
+def test_auto_fold_caps_the_images_per_call_of_a_measured_layer_type(monkeypatch):
+    import snn.time_distributed as td
+
+    monkeypatch.setattr(td, "IMAGES_PER_CALL", {nn.Conv2d: 6})
+    layer = conv_stack()
+    seen = counting(layer)
+    TimeDistributed(layer)(torch.rand(3, 5, 2, 4, 4))
+    TimeDistributed(nn.Sequential(nn.Flatten()))(torch.rand(3, 5, 2, 4, 4))
+    assert seen == [6, 6, 3]
