@@ -13,6 +13,7 @@ from torch import nn
 
 from snn.backends import check_supported, features_used, get_lif_function
 from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, resolve_spec
+from snn.time_distributed import TimeDistributed, apply_per_step, direct_encode  # noqa: F401  (re-exported)
 
 
 def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | None = None, *, backend: str = "torch",
@@ -112,32 +113,3 @@ class LIFSpike(nn.Module):
             options.append(f"time_dim={self.time_dim}")
         options.append(f"backend={self.backend!r}")
         return ", ".join(options)
-
-
-def direct_encode(x: torch.Tensor, time_steps: int) -> torch.Tensor:
-    """Present the static input ``x`` of shape ``[B, ...]`` at every step: ``[B, T, ...]``.
-
-    Returns a broadcast view (stride 0 on the time dimension): no copy, and the caller's tensor
-    is neither modified nor reallocated. Autograd sums the gradient over T.
-    """
-    if time_steps < 1:
-        raise ValueError(f"direct_encode: time_steps must be >= 1, got {time_steps}")
-    return x.unsqueeze(1).expand(x.shape[0], time_steps, *x.shape[1:])
-
-
-def apply_per_step(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply a per-sample ``module`` to every step of ``x [B, T, ...]`` by folding T into the batch."""
-    batch, steps = x.shape[:2]
-    y = module(x.reshape(batch * steps, *x.shape[2:]))
-    return y.reshape(batch, steps, *y.shape[1:])
-
-
-class TimeDistributed(nn.Module):
-    """Module form of :func:`apply_per_step` (the seed's ``tdLayer`` / ``SeqToANNContainer``)."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_per_step(self.module, x)

@@ -48,6 +48,7 @@ import torch
 
 from snn.errors import UserError
 from snn.neuron import LIFSpec, empty_like_input, make_lif_function
+from snn.ops import register_lif_ops
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_cpu.c"
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
@@ -263,8 +264,7 @@ def _reset_for_tests() -> None:
 
 def supports(x: torch.Tensor, *others) -> bool:
     """Whether the fused path runs this call (a CPU float32/bfloat16/float16 input, library built)."""
-    return x.device.type == "cpu" and x.dtype in DTYPES and all(
-        not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in others) and available()
+    return _cpu_tensors(x, *others) and available()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -593,15 +593,55 @@ def lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
     return spikes, (v if return_v else None), h
 
 
-def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
-    """The fused C kernel for plain eager calls on CPU float32/bfloat16/float16 tensors; the
-    registered eager op (snn.lif_torch) elsewhere: other devices and dtypes, and under
-    torch.compile, torch.export and torch.func, which see that op (ctypes calls cannot be traced)."""
-    from snn.ops import _plain_eager
+def _op_forward(x, tau, thresh, spec, v0, save_h, return_v, time_major):
+    return lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h)
 
+
+def _op_backward(grad_spikes, x, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0, grad_dtype, time_major):
+    return lif_cpu_backward(grad_spikes, x, tau, thresh, spec, grad_v, v0, time_major, need_tau, need_thresh, need_v0)
+
+
+# The registered operators snn::lif_fwd_torch / snn::lif_bwd_torch (snn/ops.py) around the C launchers:
+# what torch.compile sees on the CPU. Opaque to Dynamo (only their fake implementations are traced),
+# so Inductor calls the fused kernel forward and backward; autograd saves the input, as LIFCpuFunction.
+fused_op_core = register_lif_ops("torch", _op_forward, _op_backward, saves_input=True)
+
+
+@torch.compiler.assume_constant_result
+def _library_available() -> bool:
+    """:func:`available`, which Dynamo evaluates once while tracing instead of tracing load()'s lock."""
+    return available()
+
+
+def _cpu_tensors(x, *others) -> bool:
+    return x.device.type == "cpu" and x.dtype in DTYPES and all(
+        not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in others)
+
+
+def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    """Where the ``torch`` backend computes a call.
+
+    * Plain eager calls on CPU float32/bfloat16/float16 tensors: the fused C kernel through
+      :class:`LIFCpuFunction` (no dispatcher; with ``snn.ops.EAGER_FAST_PATH = False``, through the
+      registered op ``snn::lif_fwd_torch`` instead, which computes the same bits).
+    * ``torch.compile`` of such tensors: the same kernel as that registered op, which Inductor calls
+      as an opaque kernel forward and backward (:func:`snn.ops.register_lif_ops`).
+    * Everything else: the registered eager op (``snn::lif_fwd_eager``, snn.lif_torch): other devices
+      and dtypes, a missing C compiler, and torch.export, make_fx and torch.func, whose programs
+      keep the portable pure-PyTorch op.
+    """
+    from snn.ops import _plain_eager, EAGER_FAST_PATH
+
+    tensors = tuple(t for t in (tau, thresh) if isinstance(t, torch.Tensor))
     # _plain_eager first: under torch.compile it is False, so Dynamo never reaches load()'s lock.
-    if _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0) and supports(x, tau, thresh, v0):
-        return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    if _plain_eager(x, *tensors, v0):
+        if supports(x, *tensors, v0):
+            if EAGER_FAST_PATH:
+                return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+            return fused_op_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    elif (torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+          and _cpu_tensors(x, *tensors, v0) and _library_available()):
+        return fused_op_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     from snn.lif_torch import eager_core
 
     return eager_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)

@@ -21,6 +21,8 @@ Backend functions (``tau``/``thresh`` are floats or tensors; ``x`` is ``[B, T, .
     backward(grad_spikes | None, h, tau, thresh, spec, grad_v | None, v0 | None,
              need_tau, need_thresh, need_v0, grad_dtype, time_major) -> (g_x, g_tau, g_thresh, g_v0)
 
+(With ``saves_input=True`` the backward gets the input ``x`` in ``h``'s place and recomputes ``h``.)
+
 Output layout (what the fake implementations promise and the real ones are held to): spikes,
 ``h`` and ``g_x`` are :func:`snn.neuron.empty_like_input` buffers (contiguous ``[B, T, ...]``, or
 ``[T, B, ...]`` storage when ``time_major``); ``v``, ``g_v0`` and the parameter gradients are
@@ -112,12 +114,14 @@ def _empty(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty((0,))
 
 
-def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None, check=None):
+def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None, check=None, saves_input=False):
     """Register ``snn::lif_fwd_<name>`` / ``snn::lif_bwd_<name>`` and return the core for ``make_lif_function``.
 
     ``h_dtype(x_dtype, spec)`` is the dtype ``forward`` saves ``h`` in (default: the input's),
     ``v_dtype`` that of the final potential (default: the input's); ``check(x)`` runs before the op
-    (a backend's own refusals: dtype, device).
+    (a backend's own refusals: dtype, device). ``saves_input``: the backward recomputes ``h`` from
+    the input, so autograd saves ``x`` and hands it to ``backward`` in ``h``'s place, and the
+    forward writes ``h`` only when the caller asks for it (the fused C kernel, snn/lif_cpu.py).
     """
     h_dtype = h_dtype or (lambda x_dtype, spec: x_dtype)
     lib = torch.library.Library(NAMESPACE, "FRAGMENT")  # noqa: TOR901  (kept alive in OPS below)
@@ -184,7 +188,7 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         x, tau_t, tau, thresh_t, thresh, v0, *options = inputs[:11]
         ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
         ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(output[1], tau_t, thresh_t, v0)
+        ctx.save_for_backward(x if saves_input else output[1], tau_t, thresh_t, v0)
         ctx.lif = (tau, thresh, tuple(options), x.dtype, inputs[13])
 
     def backward_formula(ctx, grad_spikes, _grad_h, grad_v, bwd=bwd_op):
@@ -266,12 +270,13 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         tau_t, tau_f = _split(tau)
         thresh_t, thresh_f = _split(thresh)
         # Whether a backward can follow is decided here, outside the op (grad mode is off inside it).
-        save_h = return_h or (torch.is_grad_enabled() and (
+        grad = torch.is_grad_enabled() and (
             x.requires_grad or (tau_t is not None and tau_t.requires_grad)
-            or (thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad)))
+            or (thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad))
+        save_h = return_h or (grad and not saves_input)
         args = (x, tau_t, tau_f, thresh_t, thresh_f, v0, *_options(spec), save_h, return_v, time_major)
         if EAGER_FAST_PATH and _plain_eager(x, tau_t, thresh_t, v0):
-            spikes, h, v = EagerFunction.apply(*args) if save_h else fwd_impl(*args)
+            spikes, h, v = EagerFunction.apply(*args) if grad or save_h else fwd_impl(*args)
         else:
             spikes, h, v = fwd_op(*args)
         return spikes, (v if return_v else None), (h.to(x.dtype) if return_h else None)

@@ -13,6 +13,7 @@ import io
 import pytest
 import torch
 import torch._dynamo as dynamo
+import torch._dynamo.testing  # noqa: F401  (dynamo.testing)
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
@@ -166,3 +167,51 @@ def test_jit_trace_refuses(backend):
 def test_legacy_onnx_export_refuses():
     with pytest.raises(Exception, match=r"torch\.onnx\.export\(dynamo=False\)"):
         torch.onnx.export(mlp("torch"), (images(2),), io.BytesIO(), dynamo=False)
+
+
+def test_compiled_torch_backend_runs_the_fused_kernel_forward_and_backward(monkeypatch):
+    """Under torch.compile the torch backend is the fused C kernel (snn::lif_fwd_torch), not the eager op."""
+    import snn.lif_cpu as L
+    import snn.lif_torch as E
+
+    calls = {"forward": 0, "backward": 0, "eager": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(L, "lif_cpu_forward", counting("forward", L.lif_cpu_forward))
+    monkeypatch.setattr(L, "lif_cpu_backward", counting("backward", L.lif_cpu_backward))
+    monkeypatch.setattr(E, "lif_torch_forward", counting("eager", E.lif_torch_forward))
+    model, x = conv_snn("torch"), conv_input(2)
+    recorded = dynamo.testing.EagerAndRecordGraphs()
+    torch.compile(model, backend=recorded, fullgraph=True)(x)
+    ops = {str(n.target) for n in recorded.graphs[0].graph.nodes if str(n.target).startswith("snn.")}
+    assert ops == {"snn.lif_fwd_torch.default"}
+    dynamo.reset()
+    calls.update(forward=0, backward=0, eager=0)
+    out = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+    torch.autograd.grad(out.sum(), list(model.parameters()))
+    assert calls == {"forward": 2, "backward": 2, "eager": 0}, calls
+
+
+def test_the_output_cache_never_hands_out_a_storage_a_compiled_graph_holds(monkeypatch):
+    """Every output over the cache (limit 0 bytes): outputs kept from one compiled call survive the next."""
+    import snn.lif_cpu as L
+
+    monkeypatch.setattr(L, "LARGE_OUTPUT_BYTES", 0)
+    model = mlp("torch")
+    compiled = torch.compile(model.forward_with_spikes, fullgraph=True)
+    x1, x2 = images(6), images(6) * 0.5
+    logits1, spikes1 = compiled(x1)
+    kept = [s.clone() for s in spikes1]
+    logits1.sum().backward()
+    logits2, spikes2 = compiled(x2)
+    logits2.sum().backward()
+    for s, k in zip(spikes1, kept):
+        assert torch.equal(s, k), "a held output was overwritten by a later call"
+    for s, r in zip(spikes2, model.forward_with_spikes(x2)[1]):
+        assert torch.equal(s, r)
+    assert L.OUTPUT_CACHE.held_bytes() > 0, "the outputs did go through the cache"
