@@ -77,6 +77,7 @@ class _FwdArgs(ctypes.Structure):
         ("v0", _p), ("v0sb", _i64), ("v0sn", _i64),
         ("vT", _p),
         ("v_reset", _f),
+        ("bits", _p), ("bsb", _i64), ("bst", _i64),
     ]
 
 
@@ -467,8 +468,11 @@ def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
     return _Surrogate(0.0, _f32(alpha), _round(0.5 / alpha, dtype), 0.0)
 
 
-def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool):
-    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward."""
+def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None):
+    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+
+    ``bits``: an optional uint8 ``[B, T, ceil(N/8)]`` tensor (``N`` = the neurons of one step; byte
+    strides, last one 1) that the same pass fills with the spikes bit-packed (:mod:`snn.memory`)."""
     lib = load()
     B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
     N = math.prod(neuron_shape)
@@ -488,10 +492,18 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
         table.data_ptr(), table.shape[1],
         0 if v0_2 is None else v0_2.data_ptr(), *(v0_2.stride() if v0_2 is not None else (0, 0)),
         v.data_ptr(), _round(spec.v_reset, x.dtype),
+        0 if bits is None else bits.data_ptr(), *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
     )
     if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
         raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
     return spikes, h, v
+
+
+def _bit_strides(bits: torch.Tensor, B: int, T: int, N: int) -> tuple[int, int]:
+    if bits.dtype != torch.uint8 or tuple(bits.shape) != (B, T, (N + 7) // 8) or bits.stride(2) != 1:
+        raise ValueError(f"lif_cpu: bits must be a uint8 tensor of shape {(B, T, (N + 7) // 8)} with a unit last "
+                         f"stride, got {bits.dtype} {tuple(bits.shape)} strides {bits.stride()}")
+    return bits.stride(0), bits.stride(1)
 
 
 def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0=None, time_major=False,
