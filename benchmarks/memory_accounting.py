@@ -102,11 +102,6 @@ def spikingjelly_memopt(model, batch: int, dtype=torch.float32):
     return model, time.perf_counter() - start
 
 
-def _memory(name: str) -> dict:
-    """The model's memory option for a contender name (the plain models are built without it)."""
-    return {"memory": "low"} if name.endswith("-low") else {}
-
-
 def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype=torch.float32):
     """``(model, forward, after_step, search_seconds)`` for a contender name:
     ``mlp-plain``, ``mlp-low``, ``csnn-plain``, ``csnn-low``, ``sj-plain``, ``sj-memopt``."""
@@ -115,11 +110,11 @@ def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype
     if name.startswith("mlp"):
         from snn.model import MLPConfig, SpikingMLP
 
-        model = SpikingMLP(MLPConfig(), **_memory(name))
+        model = SpikingMLP(MLPConfig(memory=name.split("-")[1]))
     elif name.startswith("csnn"):
         from snn.csnn import CSNNConfig, SpikingCSNN
 
-        model = SpikingCSNN(CSNNConfig(channels=channels, time_steps=time_steps), **_memory(name))
+        model = SpikingCSNN(CSNNConfig(channels=channels, time_steps=time_steps, memory=name.split("-")[1]))
     else:
         from spikingjelly.activation_based import functional
 

@@ -1,0 +1,219 @@
+"""Low-memory training: spikes saved as bits, blocks recomputed in the backward (``memory="low"``).
+
+A *block* is a piece of a network that ends in a LIF layer (or, last in a network, in the
+output layer): a weight layer, optional BatchNorm, the LIF, optional pooling. In the plain path
+autograd keeps every intermediate of a block for the backward (the weight layer's float input,
+BatchNorm's input, the LIF's input, the pooling input and its int64 indices). A recomputed block
+keeps **only its input**, and keeps it as bits when it is spikes (1 bit per neuron-step,
+:mod:`snn.spikebits`; 32x below fp32): the spikes of the previous LIF come bit-packed out of the
+LIF kernel's own pass (:func:`lif_with_bits`), pooled spikes are packed by :func:`snn.spikebits.pack_bits`.
+A dense input (the images of the first block; the MLP's first layer sees them once, the stride-0
+broadcast over T is built inside the block) is kept as it is: the caller holds it anyway. The
+backward unpacks the bits, runs the block's forward again under autograd and backpropagates
+through it: the weight layer's input, BatchNorm's statistics, the LIF's input and the pooling
+indices exist only inside the block's backward, one block at a time.
+
+Exactness. The recomputation runs the same modules on the same values, so it computes the same
+bits; the forward of a block is the plain forward op for op (the LIF's bits come from the same
+kernel call that makes the spikes). Spikes and every gradient equal the plain path's to the bit
+(``tests/test_memory.py``, both models, every backend, fp32 and bf16, the neuron options).
+BatchNorm's running statistics are updated once per step, in the forward: during recomputation
+each BatchNorm of the block normalises with the batch statistics (recomputed from the same input:
+the same bits) without touching its running buffers or ``num_batches_tracked``.
+
+What it costs: one more forward of each block per step (the weight layers' forward again, the
+LIF forward again); benchmarks/RESULTS.md ("Memory") has the measured bytes and times.
+
+Use: ``SpikingMLP(config, memory="low")`` / ``SpikingCSNN(config, memory="low")`` (``train.py
+--memory low``), or :func:`recompute_block` / :class:`RecomputedBlock` for your own networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from snn.neuron import neuron_shape_param
+from snn.spikebits import pack_bits, packed_shape, unpack_bits
+
+MEMORY_MODES = ("plain", "low")
+
+
+def check_memory(memory: str) -> str:
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_MODES))}, got {memory!r}")
+    return memory
+
+
+# ----------------------------------------------------------------------------------------------
+# the LIF's spikes and their bits in one pass
+# ----------------------------------------------------------------------------------------------
+
+
+def lif_with_bits(lif, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(spikes, bits)`` of the LIF module ``lif`` (:class:`snn.layers.LIFSpike`, ``time_dim=1``) on
+    ``x [B, T, ...]``, without autograd: the spikes are those ``lif(x)`` returns, the bits are written
+    by the same kernel pass (C, Triton, eager); the reference backend packs its spikes afterwards."""
+    if lif.time_dim != 1:
+        raise ValueError("memory='low' needs LIF layers with time_dim=1 ([B, T, ...])")
+    bits = torch.empty(packed_shape(x.shape), dtype=torch.uint8, device=x.device)
+    with torch.no_grad():
+        tau, thresh = neuron_shape_param(lif.tau, "tau", x), neuron_shape_param(lif.thresh, "thresh", x)
+        if lif.backend in ("torch", "eager") and x.shape[1] > 0:
+            from snn import lif_cpu
+            from snn.ops import _plain_eager
+
+            if lif.backend == "torch" and _plain_eager(x) and lif_cpu.supports(x, tau, thresh):
+                return lif_cpu.lif_cpu_forward(x, tau, thresh, lif.spec, None, False, False, bits=bits)[0], bits
+            from snn.lif_torch import _param, lif_torch_forward
+
+            return lif_torch_forward(x, _param(tau, x), _param(thresh, x), lif.spec, bits=bits)[0], bits
+        if lif.backend == "triton" and x.numel() > 0:
+            from kernels.lif import lif_forward
+
+            return lif_forward(x, tau, thresh, spec=lif.spec, save_h=False, bits_out=bits)[0], bits
+        spikes = lif(x)
+    return spikes, pack_bits(spikes)
+
+
+def _plain_lif(lif, x):
+    return lif(x)
+
+
+@contextlib.contextmanager
+def batch_statistics_only(modules: Iterable[nn.Module]):
+    """BatchNorm layers among ``modules`` normalise with the batch's statistics without updating
+    their running buffers (what a recomputation must do: the step's forward updated them once)."""
+    frozen = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+              and m.track_running_stats]
+    for m in frozen:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in frozen:
+            m.track_running_stats = True
+
+
+# ----------------------------------------------------------------------------------------------
+# the recomputed block
+# ----------------------------------------------------------------------------------------------
+
+
+class _Recompute(torch.autograd.Function):
+    """Saves the block's input (bits for spikes) and nothing else; the backward recomputes the block."""
+
+    @staticmethod
+    def forward(ctx, run, shape_dtype, x, bits, *params):
+        fn, modules, holder = run
+        out = fn(x, holder.forward_lif)
+        ctx.run, ctx.shape_dtype = run, shape_dtype
+        ctx.params = params  # the modules' own parameters (not activations: nothing is copied)
+        ctx.save_for_backward(x if bits is None else bits)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        fn, modules, _ = ctx.run
+        (saved,) = ctx.saved_tensors
+        x = saved if ctx.shape_dtype is None else unpack_bits(saved, *ctx.shape_dtype)
+        needs = ctx.needs_input_grad
+        x = x.detach().requires_grad_(needs[2])
+        params = ctx.params
+        with torch.enable_grad(), batch_statistics_only(modules):
+            out = fn(x, _plain_lif)
+        wanted = [t for t, need in zip((x, *params), (needs[2], *needs[4:])) if need]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True)) if wanted else iter(())
+        result = [next(grads) if need else None for need in (needs[2], *needs[4:])]
+        return (None, None, result[0], None, *result[1:])
+
+
+class _LIFCalls:
+    """The LIF call a block's function makes in the forward: spikes with bits, the last ones kept."""
+
+    def __init__(self):
+        self.spikes = self.bits = None
+
+    def forward_lif(self, lif, x):
+        self.spikes, self.bits = lif_with_bits(lif, x)
+        return self.spikes
+
+
+def recompute_block(fn: Callable, x: torch.Tensor, modules: Iterable[nn.Module], *, spikes: bool,
+                    bits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the block ``fn(x, lif_call)`` keeping only its input for the backward.
+
+    ``fn`` computes the block from ``x`` with the modules in ``modules`` (their parameters get the
+    gradients), calling its LIF layer as ``lif_call(lif_module, current)``. ``spikes``: ``x`` is 0/1
+    spikes, kept as bits (``bits``, when the previous LIF already wrote them, else packed here);
+    otherwise ``x`` itself is kept. Returns ``(out, out_bits)``: ``out_bits`` are the bits of ``out``
+    when ``out`` is the block's LIF output (pass them to the next block), else None. Without grad (or
+    when nothing needs it) this is just ``fn``, with the LIF writing bits as it does here.
+    """
+    modules = tuple(modules)
+    holder = _LIFCalls()
+    params = [p for m in modules for p in m.parameters()]
+    if not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in params)):
+        out = fn(x, holder.forward_lif)
+    else:
+        if spikes and bits is None:
+            bits = pack_bits(x.detach())
+        shape_dtype = (tuple(x.shape), x.dtype) if spikes else None
+        out = _Recompute.apply((fn, modules, holder), shape_dtype, x, bits if spikes else None, *params)
+    return out, (holder.bits if out_is_lif_output(out, holder) else None)
+
+
+def out_is_lif_output(out, holder) -> bool:
+    return holder.spikes is not None and out.shape == holder.spikes.shape and (
+        out.data_ptr() == holder.spikes.data_ptr())
+
+
+# ----------------------------------------------------------------------------------------------
+# the two models, block by block (the same ops as their plain forward_with_spikes)
+# ----------------------------------------------------------------------------------------------
+
+
+def mlp_forward_low(model, images: torch.Tensor) -> torch.Tensor:
+    """:class:`snn.model.SpikingMLP`'s logits, keeping the images and two bit tensors (1 bit per
+    hidden neuron-step each) for the backward."""
+    from snn.layers import direct_encode
+
+    steps = model.config.time_steps
+    x = images.flatten(1)
+    s1, b1 = recompute_block(lambda x, lif: lif(model.lif1, direct_encode(model.fc1(x), steps)), x,
+                             (model.fc1, model.lif1), spikes=False)
+    s2, b2 = recompute_block(lambda s, lif: lif(model.lif2, model.fc2(s)), s1, (model.fc2, model.lif2),
+                             spikes=True, bits=b1)
+    logits, _ = recompute_block(lambda s, lif: model.fc3(s.mean(dim=1)), s2, (model.fc3,), spikes=True, bits=b2)
+    return logits
+
+
+def csnn_forward_low(model, images: torch.Tensor) -> torch.Tensor:
+    """:class:`snn.csnn.SpikingCSNN`'s output firing rates, keeping the images and the bits of each
+    later block's input (pooled spikes, then the LIF's) for the backward."""
+    import torch.nn.functional as F
+
+    from snn.csnn import _fold, _unfold
+    from snn.layers import direct_encode
+
+    batch, steps = images.shape[0], model.config.time_steps
+
+    def conv_block(x, lif):
+        spikes1 = lif(model.lif1, direct_encode(model.bn1(model.conv1(x)), steps))
+        return _unfold(F.max_pool2d(_fold(spikes1), 2), batch)
+
+    def conv_block2(x, lif):
+        spikes2 = lif(model.lif2, _unfold(model.bn2(model.conv2(_fold(x))), batch))
+        return _unfold(F.max_pool2d(_fold(spikes2), 2), batch)
+
+    x, _ = recompute_block(conv_block, images.reshape(batch, 1, 28, 28), (model.conv1, model.bn1, model.lif1),
+                           spikes=False)
+    x, _ = recompute_block(conv_block2, x, (model.conv2, model.bn2, model.lif2), spikes=True)
+    s3, b3 = recompute_block(lambda x, lif: lif(model.lif3, model.fc1(x.flatten(2))), x, (model.fc1, model.lif3),
+                             spikes=True)
+    rate, _ = recompute_block(lambda x, lif: lif(model.lif4, model.fc2(x)).mean(dim=1), s3, (model.fc2, model.lif4),
+                              spikes=True, bits=b3)
+    return rate
