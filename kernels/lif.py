@@ -235,7 +235,7 @@ def _store_bits(bits_ptr, spike, mask, offs_b, pid_n, B, N, stride_bb, BLOCK_B: 
     """Store one step's spikes bit-packed (snn/spikebits.py: neuron n -> byte n // 8, bit n % 8)."""
     GROUP: tl.constexpr = 8 if BLOCK_N >= 8 else BLOCK_N  # a block narrower than a byte holds all of N
     on = tl.where(mask, spike, 0.0).to(tl.int32) << (tl.arange(0, BLOCK_N) % 8)[None, :]
-    packed = tl.sum(tl.reshape(on, (BLOCK_B, BLOCK_N // GROUP, GROUP)), axis=2)
+    packed = tl.reduce(tl.reshape(on, (BLOCK_B, BLOCK_N // GROUP, GROUP)), 2, _add)  # tl.sum is not a builtin
     offs_k = pid_n * (BLOCK_N // GROUP) + tl.arange(0, BLOCK_N // GROUP)
     kmask = (offs_b[:, None] < B) & (offs_k[None, :] < (N + 7) // 8)
     tl.store(bits_ptr + offs_b[:, None] * stride_bb + offs_k[None, :], packed.to(tl.uint8), mask=kmask)

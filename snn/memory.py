@@ -72,7 +72,7 @@ def lif_with_bits(lif, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
             return lif_torch_forward(x, _param(tau, x), _param(thresh, x), lif.spec, bits=bits)[0], bits
         if lif.backend == "triton" and x.numel() > 0:
-            from kernels.lif import lif_forward
+            from snn.kernels.lif import lif_forward
 
             return lif_forward(x, tau, thresh, spec=lif.spec, save_h=False, bits_out=bits)[0], bits
         spikes = lif(x)
