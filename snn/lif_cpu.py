@@ -212,6 +212,8 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
     lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
+    for name in ("lif_pack_bits", "lif_unpack_bits"):
+        getattr(lib, name).argtypes = [ctypes.c_int, _p, _i64, _i64, _p, ctypes.c_int]
     BUILD_INFO["tile"] = lib.lif_tile()  # neurons per tile: tests cross its edges
     return lib
 
@@ -504,6 +506,20 @@ def _bit_strides(bits: torch.Tensor, B: int, T: int, N: int) -> tuple[int, int]:
         raise ValueError(f"lif_cpu: bits must be a uint8 tensor of shape {(B, T, (N + 7) // 8)} with a unit last "
                          f"stride, got {bits.dtype} {tuple(bits.shape)} strides {bits.stride()}")
     return bits.stride(0), bits.stride(1)
+
+
+def pack_bits_cpu(spikes: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Fill ``bits`` (contiguous uint8 ``[rows, ceil(n/8)]``) from contiguous 0/1 ``spikes [rows, n]`` (C)."""
+    rows, n = spikes.shape
+    load().lif_pack_bits(DTYPES[spikes.dtype], spikes.data_ptr(), rows, n, bits.data_ptr(), torch.get_num_threads())
+    return bits
+
+
+def unpack_bits_cpu(bits: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+    """Fill contiguous ``spikes [rows, n]`` with the 0/1 spikes of ``bits`` (the inverse of :func:`pack_bits_cpu`)."""
+    rows, n = spikes.shape
+    load().lif_unpack_bits(DTYPES[spikes.dtype], bits.data_ptr(), rows, n, spikes.data_ptr(), torch.get_num_threads())
+    return spikes
 
 
 def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0=None, time_major=False,

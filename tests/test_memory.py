@@ -168,11 +168,14 @@ def test_mlp_low_keeps_two_bit_tensors_and_the_images():
     assert sorted((t.dtype, tuple(t.shape)) for t in saved) == [(torch.uint8, (8, 6, 64))] * 2
 
 
-def test_csnn_low_keeps_bits_only_and_no_pooling_indices():
+def test_csnn_low_keeps_bits_the_fc_neurons_inputs_and_no_pooling_indices():
+    """The conv blocks keep the bits of their input (the first: the images); the fully connected
+    layers keep their input's bits, and the two LIF layers after them their (small) inputs."""
     images = torch.rand(4, 1, 28, 28)
     saved = _saved(SpikingCSNN(CSNNConfig(channels=8, memory="low")), images)
-    assert all(t.dtype == torch.uint8 for t in saved), [(t.dtype, tuple(t.shape)) for t in saved]
-    assert sorted(tuple(t.shape) for t in saved) == sorted([(4, 4, 8 * 14 * 14 // 8), (4, 4, 8 * 49 // 8), (4, 4, 16)])
+    kept = sorted((str(t.dtype), tuple(t.shape)) for t in saved)
+    bits = [("torch.uint8", (4, 4, 8 * 14 * 14 // 8)), ("torch.uint8", (4, 4, 8 * 49 // 8)), ("torch.uint8", (4, 4, 16))]
+    assert kept == sorted(bits + [("torch.float32", (4, 4, 8 * 16)), ("torch.float32", (4, 4, 10))]), kept
 
 
 # ---- the API for your own blocks -----------------------------------------------------------------

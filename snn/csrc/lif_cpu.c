@@ -392,3 +392,30 @@ int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
     }
     return 0;
 }
+
+/* ---- spikes as bits (snn/spikebits.py's layout), for tensors that no LIF pass packed ---------- */
+
+/* s: contiguous [rows, n] 0/1 spikes in dtype dt; bits: contiguous [rows, (n+7)/8] */
+int lif_pack_bits(int dt, const void *s, int64_t rows, int64_t n, uint8_t *bits, int nthreads) {
+    if (dt < 0 || dt > 2) return -1;
+    const int64_t nb = (n + 7) / 8;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * n, nthreads))
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t k = 0; k < nb; k++) {
+            unsigned byte = 0;
+            for (int64_t i = 0; i < 8 && 8 * k + i < n; i++) byte |= (unsigned)(LD(dt, s, r * n + 8 * k + i) != 0.0f) << i;
+            bits[r * nb + k] = (uint8_t)byte;
+        }
+    }
+    return 0;
+}
+
+/* the inverse: s[r, j] = bit j of row r, as 0/1 in dtype dt */
+int lif_unpack_bits(int dt, const uint8_t *bits, int64_t rows, int64_t n, void *s, int nthreads) {
+    if (dt < 0 || dt > 2) return -1;
+    const int64_t nb = (n + 7) / 8;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * n, nthreads))
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) ST(dt, s, r * n + j, (float)((bits[r * nb + j / 8] >> (j % 8)) & 1u));
+    return 0;
+}
