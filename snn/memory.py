@@ -164,7 +164,9 @@ def recompute_block(fn: Callable, x: torch.Tensor, modules: Iterable[nn.Module],
             bits = pack_bits(x.detach())
         shape_dtype = (tuple(x.shape), x.dtype) if spikes else None
         out = _Recompute.apply((fn, modules, holder), shape_dtype, x, bits if spikes else None, *params)
-    return out, (holder.bits if out_is_lif_output(out, holder) else None)
+    out_bits = holder.bits if out_is_lif_output(out, holder) else None
+    holder.spikes = holder.bits = None  # the graph (ctx.run) must not keep the block's float spikes alive
+    return out, out_bits
 
 
 def out_is_lif_output(out, holder) -> bool:
