@@ -104,13 +104,30 @@ def batch_statistics_only(modules: Iterable[nn.Module]):
 # ----------------------------------------------------------------------------------------------
 
 
+# Samples per piece of a block's per-sample part (see recompute_block's ``fn=(shared, local)``).
+LOCAL_CHUNK = 16
+
+
+def _pieces(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return t.split(LOCAL_CHUNK) if t.shape[0] > LOCAL_CHUNK else (t,)
+
+
+def _forward(fn, x, lif_call):
+    if not isinstance(fn, tuple):
+        return fn(x, lif_call)
+    shared, local = fn
+    y = shared(x)
+    outs = [local(piece, lif_call) for piece in _pieces(y)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 class _Recompute(torch.autograd.Function):
     """Saves the block's input (bits for spikes) and nothing else; the backward recomputes the block."""
 
     @staticmethod
     def forward(ctx, run, shape_dtype, x, bits, *params):
         fn, modules, holder = run
-        out = fn(x, holder.forward_lif)
+        out = _forward(fn, x, holder.forward_lif)
         ctx.run, ctx.shape_dtype = run, shape_dtype
         ctx.params = params  # the modules' own parameters (not activations: nothing is copied)
         ctx.save_for_backward(x if bits is None else bits)
@@ -125,11 +142,29 @@ class _Recompute(torch.autograd.Function):
         x = x.detach().requires_grad_(needs[2])
         params = ctx.params
         with torch.enable_grad(), batch_statistics_only(modules):
-            out = fn(x, _plain_lif)
+            if isinstance(fn, tuple):  # the per-sample part piece by piece: its state is never whole
+                shared, local = fn
+                out = shared(x)
+                grad_out = _local_backward(local, out, grad_out)
+            else:
+                out = fn(x, _plain_lif)
         wanted = [t for t, need in zip((x, *params), (needs[2], *needs[4:])) if need]
         grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True)) if wanted else iter(())
         result = [next(grads) if need else None for need in (needs[2], *needs[4:])]
         return (None, None, result[0], None, *result[1:])
+
+
+def _local_backward(local, y: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """The gradient at ``y`` of ``local``'s pieces, each recomputed and backpropagated on its own."""
+    grad_y = torch.empty_like(y)
+    pieces = _pieces(y.detach())
+    start = 0
+    for piece, grad_piece in zip(pieces, grad_out.split([p.shape[0] for p in pieces])):
+        piece = piece.requires_grad_()
+        (g,) = torch.autograd.grad(local(piece, _plain_lif), piece, grad_piece)
+        grad_y[start:start + piece.shape[0]] = g
+        start += piece.shape[0]
+    return grad_y
 
 
 class _LIFCalls:
@@ -148,7 +183,12 @@ def recompute_block(fn: Callable, x: torch.Tensor, modules: Iterable[nn.Module],
     """Run the block ``fn(x, lif_call)`` keeping only its input for the backward.
 
     ``fn`` computes the block from ``x`` with the modules in ``modules`` (their parameters get the
-    gradients), calling its LIF layer as ``lif_call(lif_module, current)``. ``spikes``: ``x`` is 0/1
+    gradients), calling its LIF layer as ``lif_call(lif_module, current)``. ``fn`` may also be a pair
+    ``(shared, local)``, the block being ``local(shared(x), lif_call)``, where ``local`` works on each
+    sample (dim 0) on its own and has no parameter that needs a gradient (a LIF with number tau and
+    thresh, pooling): it then runs :data:`LOCAL_CHUNK` samples at a time in the forward and in the
+    backward, so that its ``[B, T, ...]`` intermediates and their gradients never exist for the whole
+    batch at once (``shared``, e.g. the weight layer and BatchNorm, which couples the samples, runs whole). ``spikes``: ``x`` is 0/1
     spikes, kept as bits (``bits``, when the previous LIF already wrote them, else packed here);
     otherwise ``x`` itself is kept. Returns ``(out, out_bits)``: ``out_bits`` are the bits of ``out``
     when ``out`` is the block's LIF output (pass them to the next block), else None. Without grad (or
@@ -158,7 +198,7 @@ def recompute_block(fn: Callable, x: torch.Tensor, modules: Iterable[nn.Module],
     holder = _LIFCalls()
     params = [p for m in modules for p in m.parameters()]
     if not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in params)):
-        out = fn(x, holder.forward_lif)
+        out = _forward(fn, x, holder.forward_lif)
     else:
         if spikes and bits is None:
             bits = pack_bits(x.detach())
@@ -241,17 +281,25 @@ def csnn_forward_low(model, images: torch.Tensor) -> torch.Tensor:
 
     batch, steps = images.shape[0], model.config.time_steps
 
-    def conv_block(x, lif):
-        spikes1 = lif(model.lif1, direct_encode(model.bn1(model.conv1(x)), steps))
-        return _unfold(F.max_pool2d(_fold(spikes1), 2), batch)
+    def spike_and_pool(lif_module):  # the per-sample part of a conv block: LIF, then 2x2 max pooling
+        def local(current, lif):
+            spikes = lif(lif_module, current)
+            return _unfold(F.max_pool2d(_fold(spikes), 2), current.shape[0])
+        return local
 
-    def conv_block2(x, lif):
-        spikes2 = lif(model.lif2, _unfold(model.bn2(model.conv2(_fold(x))), batch))
-        return _unfold(F.max_pool2d(_fold(spikes2), 2), batch)
+    def conv1_bn1(x):  # once per sample, then broadcast over T (stride 0)
+        return direct_encode(model.bn1(model.conv1(x)), steps)
 
-    x, _ = recompute_block(conv_block, images.reshape(batch, 1, 28, 28), (model.conv1, model.bn1, model.lif1),
+    def conv2_bn2(x):
+        return _unfold(model.bn2(model.conv2(_fold(x))), batch)
+
+    per_sample = not any(p.requires_grad for p in (*model.lif1.parameters(), *model.lif2.parameters()))
+    blocks = [(conv1_bn1, spike_and_pool(model.lif1)), (conv2_bn2, spike_and_pool(model.lif2))]
+    if not per_sample:  # learnable neuron parameters: one piece (their gradients sum over the batch)
+        blocks = [lambda x, lif, s=s, l=l: l(s(x), lif) for s, l in blocks]
+    x, _ = recompute_block(blocks[0], images.reshape(batch, 1, 28, 28), (model.conv1, model.bn1, model.lif1),
                            spikes=False)
-    x, _ = recompute_block(conv_block2, x, (model.conv2, model.bn2, model.lif2), spikes=True)
+    x, _ = recompute_block(blocks[1], x, (model.conv2, model.bn2, model.lif2), spikes=True)
     # The fully connected layers are not recomputed (fc1 is a tenth of the step's time): their inputs
     # are kept as bits, the LIF layers after them keep their inputs (C*16 and 10 neurons per step).
     s3 = model.lif3(spike_linear(model.fc1, x.flatten(2)))

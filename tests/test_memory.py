@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from snn import memory as snn_memory
 from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.layers import LIFSpike
 from snn.memory import lif_with_bits, recompute_block
@@ -107,9 +108,12 @@ def test_mlp_low_memory_is_bit_identical(options, dtype):
 CSNN_OPTIONS = [{}, {"reset": "soft"}, {"tau": 0.5, "surrogate": "triangle"}, {"detach_reset": True, "v_reset": 0.1}]
 
 
+@pytest.mark.parametrize("chunk", [16, 2], ids=["whole", "pieces"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("options", CSNN_OPTIONS, ids=lambda o: ",".join(o) or "sj")
-def test_csnn_low_memory_is_bit_identical(options, dtype):
+def test_csnn_low_memory_is_bit_identical(options, dtype, chunk, monkeypatch):
+    """Also with the conv blocks' per-sample part (LIF, pooling) run 2 samples at a time."""
+    monkeypatch.setattr(snn_memory, "LOCAL_CHUNK", chunk)
     config = CSNNConfig(channels=3, time_steps=3, **options)
     images = (torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
     runs = []
