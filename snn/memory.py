@@ -25,7 +25,8 @@ What it costs: one more forward of each block per step (the weight layers' forwa
 LIF forward again); benchmarks/RESULTS.md ("Memory") has the measured bytes and times.
 
 Use: ``SpikingMLP(config, memory="low")`` / ``SpikingCSNN(config, memory="low")`` (``train.py
---memory low``), or :func:`recompute_block` / :class:`RecomputedBlock` for your own networks.
+--memory low``), or, for your own networks, :func:`recompute_block` (a block of yours), :func:`spike_linear`
+(a Linear on spikes that keeps their bits) and :func:`lif_with_bits`.
 """
 
 from __future__ import annotations
@@ -281,20 +282,20 @@ def csnn_forward_low(model, images: torch.Tensor) -> torch.Tensor:
 
     batch, steps = images.shape[0], model.config.time_steps
 
-    def spike_and_pool(lif_module):  # the per-sample part of a conv block: LIF, then 2x2 max pooling
+    def spike_and_pool(lif_module, encode=False):  # the per-sample part of a conv block: LIF, 2x2 max pooling
         def local(current, lif):
-            spikes = lif(lif_module, current)
+            spikes = lif(lif_module, direct_encode(current, steps) if encode else current)
             return _unfold(F.max_pool2d(_fold(spikes), 2), current.shape[0])
         return local
 
-    def conv1_bn1(x):  # once per sample, then broadcast over T (stride 0)
-        return direct_encode(model.bn1(model.conv1(x)), steps)
+    def conv1_bn1(x):  # once per sample; the per-sample part broadcasts it over T (stride 0)
+        return model.bn1(model.conv1(x))
 
     def conv2_bn2(x):
         return _unfold(model.bn2(model.conv2(_fold(x))), batch)
 
     per_sample = not any(p.requires_grad for p in (*model.lif1.parameters(), *model.lif2.parameters()))
-    blocks = [(conv1_bn1, spike_and_pool(model.lif1)), (conv2_bn2, spike_and_pool(model.lif2))]
+    blocks = [(conv1_bn1, spike_and_pool(model.lif1, encode=True)), (conv2_bn2, spike_and_pool(model.lif2))]
     if not per_sample:  # learnable neuron parameters: one piece (their gradients sum over the batch)
         blocks = [lambda x, lif, s=s, l=l: l(s(x), lif) for s, l in blocks]
     x, _ = recompute_block(blocks[0], images.reshape(batch, 1, 28, 28), (model.conv1, model.bn1, model.lif1),
