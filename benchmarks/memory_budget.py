@@ -4,10 +4,9 @@
 
 Each figure is the peak RSS (``ru_maxrss``) of a fresh process that builds the network and runs
 two training steps (:func:`benchmarks.memory_accounting.peak_rss_mib`; SpikingJelly's memopt runs
-its search in that process too). The peak grows linearly with the batch, so two small batches fix
-the line, the budget gives the batch, and that batch (rounded down to a multiple of 8) is then
-run and its peak reported: the row holds a measured peak, not an extrapolation (when the measured
-peak is over the budget, the batch steps down by a tenth, at most three times).
+its search in that process too). The peak grows about linearly with the batch: two small batches
+start a secant search (three more probes, batches multiples of 8), and the row is the largest
+*measured* batch whose peak is within the budget, with that peak (not an extrapolation).
 """
 
 from __future__ import annotations
@@ -22,18 +21,22 @@ LABELS = {"csnn-plain": "ours plain", "csnn-low": "ours low", "sj-plain": "Spiki
           "sj-memopt": "SpikingJelly memopt (level 1, memory, compress)"}
 
 
-def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64)) -> dict:
-    p1, p2 = (peak_rss_mib(name, b, channels, time_steps) for b in small)
-    slope = (p2 - p1) / (small[1] - small[0])
-    base = p1 - slope * small[0]
-    batch = max(8, int((budget_mib - base) / slope) // 8 * 8)
-    for _ in range(4):
-        peak = peak_rss_mib(name, batch, channels, time_steps)
-        if peak is not None and peak <= budget_mib:
+def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=3) -> dict:
+    """Secant search: the line through the last two measured (batch, peak) points gives the next batch
+    (a multiple of 8); the answer is the largest measured batch whose peak is within the budget."""
+    points = [(b, peak_rss_mib(name, b, channels, time_steps)) for b in small]
+    slope = (points[1][1] - points[0][1]) / (small[1] - small[0])
+    for _ in range(probes):
+        (b1, p1), (b2, p2) = points[-2], points[-1]
+        step = (p2 - p1) / (b2 - b1) if b2 != b1 and p2 > p1 else slope
+        batch = max(8, int(b2 + (budget_mib - p2) / step) // 8 * 8)
+        if any(b == batch for b, _ in points):
             break
-        batch = max(8, int(batch * 0.9) // 8 * 8)
-    return {"name": name, "batch": batch, "peak_mib": peak, "mib_per_sample": slope, "base_mib": base,
-            "probes": {small[0]: p1, small[1]: p2}}
+        peak = peak_rss_mib(name, batch, channels, time_steps)
+        points.append((batch, float("inf") if peak is None else peak))
+    fits = [(b, p) for b, p in points if p <= budget_mib]
+    batch, peak = max(fits)
+    return {"name": name, "batch": batch, "peak_mib": peak, "mib_per_sample": slope, "points": points}
 
 
 def main() -> None:
@@ -48,10 +51,11 @@ def main() -> None:
         row = largest_batch(name, args.budget_mib, args.channels, args.time_steps)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| CSNN C={args.channels} T={args.time_steps}, budget {args.budget_mib:.0f} MiB peak RSS | largest batch | "
-          "its measured peak | MiB per sample (slope) |\n|---|---|---|---|")
+    print(f"\n| CSNN C={args.channels} T={args.time_steps}, peak RSS within {args.budget_mib:.0f} MiB | largest measured "
+          "batch | its peak | MiB per sample (B 16 -> 64) | probes (batch: MiB) |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {LABELS[r['name']]} | {r['batch']} | {r['peak_mib']:.0f} MiB | {r['mib_per_sample']:.3f} |")
+        probes = ", ".join(f"{b}: {p:.0f}" for b, p in r["points"])
+        print(f"| {LABELS[r['name']]} | {r['batch']} | {r['peak_mib']:.0f} MiB | {r['mib_per_sample']:.2f} | {probes} |")
 
 
 if __name__ == "__main__":

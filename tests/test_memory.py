@@ -214,3 +214,28 @@ def test_memory_option_is_checked():
         MLPConfig(memory="tiny").checked()
     with pytest.raises(ValueError, match="memory must be one of"):
         SpikingCSNN(CSNNConfig(memory="high"))
+
+
+# ---- the switch: train.py --memory ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["mlp", "csnn"])
+def test_train_py_memory_low_trains_the_same_weights(model, mnist_dir, tmp_path):
+    """One epoch on 200 images: --memory low ends with the plain run's weights to the bit; its
+    checkpoint records the mode and loads as a model either way."""
+    from snn.checkpoint import load_checkpoint, model_from_checkpoint
+    from snn.cli import train
+
+    extra = ("--channels", "3") if model == "csnn" else ()
+    weights = {}
+    for memory in ("plain", "low"):
+        checkpoint = tmp_path / memory / "m.pth"
+        assert train.main(["--data-dir", str(mnist_dir), "--checkpoint", str(checkpoint), "--no-progress",
+                           "--device", "cpu", "--model", model, "--memory", memory, "--train-samples", "200",
+                           "--test-samples", "50", "--epochs", "1", "--batch-size", "50", *extra]) == 0
+        saved = load_checkpoint(checkpoint.with_name("m.last.pth"))
+        assert saved["config"]["memory"] == memory
+        weights[memory] = saved["model_state"]
+        assert model_from_checkpoint(saved, "torch").config.memory == memory
+    for key, value in weights["plain"].items():
+        assert torch.equal(value, weights["low"][key]), key
