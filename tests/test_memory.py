@@ -239,3 +239,17 @@ def test_train_py_memory_low_trains_the_same_weights(model, mnist_dir, tmp_path)
         assert model_from_checkpoint(saved, "torch").config.memory == memory
     for key, value in weights["plain"].items():
         assert torch.equal(value, weights["low"][key]), key
+
+
+@pytest.mark.slow
+def test_torch_compile_of_the_low_memory_mlp_matches_plain_eager():
+    torch.manual_seed(0)
+    plain = SpikingMLP(MLPConfig(hidden=16, time_steps=2))
+    torch.manual_seed(0)
+    low = SpikingMLP(MLPConfig(hidden=16, time_steps=2, memory="low"))
+    images = torch.rand(4, 784)
+    plain(images).sum().backward()
+    out = torch.compile(low)(images)
+    out.sum().backward()
+    assert torch.equal(out, plain(images))
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(plain.parameters(), low.parameters()))
