@@ -260,14 +260,14 @@ def spike_linear(layer: nn.Linear, spikes: torch.Tensor, bits: torch.Tensor | No
 
 
 def mlp_forward_low(model, images: torch.Tensor) -> torch.Tensor:
-    """:class:`snn.model.SpikingMLP`'s logits, keeping the images and two bit tensors (1 bit per
-    hidden neuron-step each) for the backward."""
+    """:class:`snn.model.SpikingMLP`'s logits, keeping fc1's output (once per sample) and two bit
+    tensors (1 bit per hidden neuron-step each) for the backward."""
     from snn.layers import direct_encode
 
     steps = model.config.time_steps
-    x = images.flatten(1)
-    s1, b1 = recompute_block(lambda x, lif: lif(model.lif1, direct_encode(model.fc1(x), steps)), x,
-                             (model.fc1, model.lif1), spikes=False)
+    current = model.fc1(images.flatten(1))  # [B, hidden], kept (once per sample): fc1 is not recomputed
+    s1, b1 = recompute_block(lambda c, lif: lif(model.lif1, direct_encode(c, steps)), current, (model.lif1,),
+                             spikes=False)
     s2, b2 = recompute_block(lambda s, lif: lif(model.lif2, model.fc2(s)), s1, (model.fc2, model.lif2),
                              spikes=True, bits=b1)
     logits, _ = recompute_block(lambda s, lif: model.fc3(s.mean(dim=1)), s2, (model.fc3,), spikes=True, bits=b2)
