@@ -9,9 +9,9 @@ go through ``save_for_backward`` outside their own hooks) is counted once per di
 Storages of the model's parameters and buffers are reported separately as weights; storages of
 the step's input images are left out (the caller holds them anyway).
 
-Peak RSS. ``ru_maxrss`` of a fresh Python process that builds the model, runs one warm-up
-training step and one measured step at batch ``B`` (the warm-up fixes the optimizer's state and
-the allocator's pools; the peak is the process's high-water mark, imports included).
+Peak RSS. ``ru_maxrss`` of a fresh Python process that builds the model and runs
+``$SNN_MEMORY_PEAK_STEPS`` (default 2) training steps with plain SGD (no optimizer state) at
+batch ``B``: the peak is the process's high-water mark, imports and model included.
 """
 
 from __future__ import annotations
@@ -152,6 +152,31 @@ def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch
     return saved, search
 
 
+def step_times(names, batch: int, channels=128, time_steps=4, dtype=torch.float32, rounds=7) -> dict:
+    """Median seconds of one training step (forward, loss, backward, SGD) per contender, the
+    contenders interleaved round by round in this process (the ratio is what to read on a loaded
+    machine); one untimed warm-up step each."""
+    runs = {}
+    for name in names:
+        model, forward, after, _ = build(name, batch, channels, time_steps, dtype)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        images = images_for(name, batch, dtype)
+
+        def step(model=model, forward=forward, after=after, optimizer=optimizer, images=images):
+            optimizer.zero_grad(set_to_none=True)
+            train_step(model, forward, after, images)
+            optimizer.step()
+
+        step()
+        runs[name] = (step, [])
+    for _ in range(rounds):
+        for name, (step, times) in runs.items():
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return {name: sorted(times)[len(times) // 2] for name, (_, times) in runs.items()}
+
+
 # ----------------------------------------------------------------------------------------------
 # peak RSS in a fresh process
 # ----------------------------------------------------------------------------------------------
@@ -162,7 +187,7 @@ def _peak_child(name: str, batch: int, channels: int, time_steps: int) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     images = images_for(name, batch)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(2):
+    for _ in range(int(os.environ.get("SNN_MEMORY_PEAK_STEPS", "2"))):
         optimizer.zero_grad(set_to_none=True)
         train_step(model, forward, after, images)
         optimizer.step()

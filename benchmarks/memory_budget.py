@@ -5,7 +5,7 @@
 Each figure is the peak RSS (``ru_maxrss``) of a fresh process that builds the network and runs
 two training steps (:func:`benchmarks.memory_accounting.peak_rss_mib`; SpikingJelly's memopt runs
 its search in that process too). The peak grows about linearly with the batch: two small batches
-start a secant search (three more probes, batches multiples of 8), and the row is the largest
+start a secant search (two more probes, batches multiples of 8), and the row is the largest
 *measured* batch whose peak is within the budget, with that peak (not an extrapolation).
 """
 
@@ -16,12 +16,12 @@ import json
 
 from benchmarks.memory_accounting import peak_rss_mib
 
-CONTENDERS = ("csnn-plain", "csnn-low", "sj-plain", "sj-memopt")
+CONTENDERS = ("csnn-low", "sj-memopt", "sj-plain", "csnn-plain")
 LABELS = {"csnn-plain": "ours plain", "csnn-low": "ours low", "sj-plain": "SpikingJelly BPTT",
           "sj-memopt": "SpikingJelly memopt (level 1, memory, compress)"}
 
 
-def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=3) -> dict:
+def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=2) -> dict:
     """Secant search: the line through the last two measured (batch, peak) points gives the next batch
     (a multiple of 8); the answer is the largest measured batch whose peak is within the budget."""
     points = [(b, peak_rss_mib(name, b, channels, time_steps)) for b in small]
