@@ -231,6 +231,17 @@ def _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H: tl.constexpr, HW_
 
 
 @triton.jit
+def _store_bits(bits_ptr, spike, mask, offs_b, pid_n, B, N, stride_bb, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Store one step's spikes bit-packed (snn/spikebits.py: neuron n -> byte n // 8, bit n % 8)."""
+    GROUP: tl.constexpr = 8 if BLOCK_N >= 8 else BLOCK_N  # a block narrower than a byte holds all of N
+    on = tl.where(mask, spike, 0.0).to(tl.int32) << (tl.arange(0, BLOCK_N) % 8)[None, :]
+    packed = tl.reduce(tl.reshape(on, (BLOCK_B, BLOCK_N // GROUP, GROUP)), 2, _add)  # tl.sum is not a builtin
+    offs_k = pid_n * (BLOCK_N // GROUP) + tl.arange(0, BLOCK_N // GROUP)
+    kmask = (offs_b[:, None] < B) & (offs_k[None, :] < (N + 7) // 8)
+    tl.store(bits_ptr + offs_b[:, None] * stride_bb + offs_k[None, :], packed.to(tl.uint8), mask=kmask)
+
+
+@triton.jit
 def _neuron_values(ptr, offs_n, N, scalar, IS_VEC: tl.constexpr):
     """A per-neuron parameter as a [1, BLOCK_N] row loaded once per tile (IS_VEC), else the scalar."""
     if IS_VEC:
@@ -249,6 +260,7 @@ def _lif_fwd_kernel(
     bounds_ptr,  # *fp32 [4, N] per-neuron clamp bounds of the 16-bit save (THRESH_VEC; see _side_bounds)
     v0_ptr,  # *{fp32, x.dtype} [B, N] initial potential (HAS_V0; else unused)
     v_ptr,  # *fp32 [B, N] contiguous output: the final potential (WRITE_V; else unused)
+    bits_ptr,  # *uint8 [B, T, ceil(N/8)] output: the spikes bit-packed (WRITE_BITS; else unused)
     B,  # batch size
     T,  # number of time steps (runtime loop bound, >= 1)
     N,  # neurons per sample (product of the trailing dims)
@@ -263,6 +275,8 @@ def _lif_fwd_kernel(
     stride_hn,  # saved-potential stride of dim 2
     stride_v0b,  # v0 stride of dim 0 (0 when broadcast over the batch)
     stride_v0n,  # v0 stride of dim 1
+    stride_bb,  # bits stride of dim 0, in bytes (dim 2 has stride 1)
+    stride_bt,  # bits stride of dim 1
     tau,  # fp32 leak factor (scalar; unused when TAU_VEC)
     thresh,  # fp32 firing threshold (scalar; unused when THRESH_VEC)
     v_reset,  # fp32 potential after a hard reset (used when HAS_V_RESET)
@@ -281,6 +295,7 @@ def _lif_fwd_kernel(
     HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
     BLOCK_B: tl.constexpr,  # tile rows (batch direction)
     BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
+    WRITE_BITS: tl.constexpr = False,  # also store the spikes bit-packed (bits_ptr)
 ):
     # int64 before any multiplication by a stride: offsets may pass 2**31 elements.
     pid = tl.program_id(0).to(tl.int64)
@@ -324,10 +339,15 @@ def _lif_fwd_kernel(
             x_ptrs += stride_xt
             x = _to_fp32(tl.load(x_ptrs, mask=mask))
         _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H, HW_CVT)
+        if WRITE_BITS:
+            _store_bits(bits_ptr, spike, mask, offs_b, pid_n, B, N, stride_bb, BLOCK_B, BLOCK_N)
+            bits_ptr += stride_bt
         s_ptrs += stride_st
         h_ptrs += stride_ht
         h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
     _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H, HW_CVT)
+    if WRITE_BITS:
+        _store_bits(bits_ptr, spike, mask, offs_b, pid_n, B, N, stride_bb, BLOCK_B, BLOCK_N)
     if WRITE_V:
         tl.store(v_ptr + offs_b[:, None] * N + offs_n[None, :], v, mask=mask)
 
@@ -631,6 +651,14 @@ def _check_out(out, name: str, shape, dtype: torch.dtype, device: torch.device, 
         raise _fail(ValueError, f"{name} must be viewable as [B, T, N] = [{B}, {T}, {N}] without a copy") from None
 
 
+def _check_bits(bits, B: int, T: int, N: int, device) -> torch.Tensor:
+    if (not isinstance(bits, torch.Tensor) or bits.dtype != torch.uint8 or tuple(bits.shape) != (B, T, (N + 7) // 8)
+            or bits.device != device or bits.stride(2) != 1):
+        raise _fail(ValueError, f"bits_out must be a uint8 tensor of shape {(B, T, (N + 7) // 8)} on {device} "
+                                "with a unit last stride")
+    return bits
+
+
 def _block_config(B: int, N: int) -> tuple[int, int, int]:
     """(BLOCK_B, BLOCK_N, num_warps) for a [B, N] neuron plane."""
     block_n = min(triton.next_power_of_2(N), MAX_BLOCK_N)
@@ -710,7 +738,7 @@ def _surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
 
 
 def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau, thresh, save_h: bool, spec: LIFSpec = LIFSpec(),
-                tau_vec=None, thresh_vec=None, bounds=None, v0=None, v_out=None):
+                tau_vec=None, thresh_vec=None, bounds=None, v0=None, v_out=None, bits=None):
     """(kernel, positional args, constexprs) of the forward launch for [B, T, N] views.
 
     ``tau_vec``/``thresh_vec``: fp32 [N] rows for per-neuron parameters (``bounds``: their [4, N]
@@ -720,13 +748,13 @@ def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau, thresh, save_h: bool, s
     scalar_bounds = _side_bounds(thresh, h3.dtype) if thresh_vec is None else (0.0,) * 4
     args = (
         x3, s3, h3, _or(tau_vec, x3), _or(thresh_vec, x3), _or(bounds, x3), _or(v0, x3), _or(v_out, x3),
-        B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), *(v0.stride() if v0 is not None else (0, 0)),
-        0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset, *scalar_bounds,
+        _or(bits, x3), B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), *(v0.stride() if v0 is not None else (0, 0)),
+        *((0, 0) if bits is None else bits.stride()[:2]), 0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset, *scalar_bounds,
     )
     constexprs = dict(
         SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
         TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None, HAS_V0=v0 is not None, WRITE_V=v_out is not None,
-        HW_CVT=not INTERPRETED,
+        HW_CVT=not INTERPRETED, **({"WRITE_BITS": True} if bits is not None else {}),
     )
     return _lif_fwd_kernel, args, constexprs
 
@@ -780,6 +808,7 @@ def lif_forward(
     time_major: bool = False,
     out: torch.Tensor | None = None,
     h_out: torch.Tensor | None = None,
+    bits_out: torch.Tensor | None = None,
 ):
     """Spikes of the LIF layer for ``x`` of shape ``[B, T, ...]`` and the state the backward needs.
 
@@ -791,6 +820,8 @@ def lif_forward(
     shape (may be a broadcast view). ``spec``: the neuron's options (``gamma`` is only checked
     here: the forward does not use the surrogate). ``out`` / ``h_out`` may supply the output
     buffers (any strides that view as ``[B, T, N]``); ``time_major`` allocates them ``[T, B, ...]``.
+    ``bits_out``: a uint8 ``[B, T, ceil(N/8)]`` tensor (unit last stride) that the kernel also fills
+    with the spikes bit-packed (:mod:`snn.spikebits`; for :mod:`snn.memory`).
     """
     _check_input(x)
     tau, thresh, gamma = _check_params(tau, thresh, gamma)
@@ -825,6 +856,7 @@ def lif_forward(
     kernel, args, constexprs = _fwd_launch(
         x3, s3, h3, B, T, N, tau, thresh, save_h, spec,
         tau_vec=tau_vec, thresh_vec=thresh_vec, bounds=bounds, v0=v0_2d, v_out=None if v is None else v.view(B, N),
+        bits=None if bits_out is None else _check_bits(bits_out, B, T, N, x.device),
     )
     _launch(kernel, B, N, args, constexprs)
     return (spikes, h, v) if return_v else (spikes, h)

@@ -38,6 +38,7 @@ import torch
 
 from snn.errors import UserError
 from snn.csnn import CSNNConfig, SpikingCSNN
+from snn.memory import MEMORY_MODES
 from snn.model import MLPConfig, SpikingMLP
 from snn.neuron import RESETS, SURROGATES
 
@@ -131,6 +132,7 @@ CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
     **NEURON_RULES,
     "learn_tau": _of_type(bool),
     "learn_thresh": _of_type(bool),
+    "memory": _one_of(MEMORY_MODES),  # how training steps keep activations (snn.memory): not the function
 }
 
 
@@ -139,6 +141,7 @@ CSNN_CONFIG_RULES: dict[str, Callable[[object], str | None]] = {
     "channels": _integer(1, MAX_CHANNELS),
     "num_classes": _exactly(10),
     **NEURON_RULES,
+    "memory": _one_of(MEMORY_MODES),
 }
 
 # The models a checkpoint can hold: its "model" entry (absent in checkpoints written before the

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.layers import LIFSpike, direct_encode
+from snn.memory import check_memory
 from snn.neuron import LIFSpec
 
 IF_TAU = 1.0  # SpikingJelly's IFNode: no leak
@@ -55,6 +56,7 @@ class CSNNConfig:
     detach_reset: bool = False
     surrogate: str = "atan"
     alpha: float | None = None  # None = the surrogate's default (atan: 2, SpikingJelly's ATan())
+    memory: str = "plain"  # "low": bits and recomputed blocks in training (snn.memory; same function)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +66,7 @@ class CSNNConfig:
         self.spec  # noqa: B018  (constructing the spec validates it)
         if self.channels < 1 or self.time_steps < 1:
             raise ValueError(f"channels and time_steps must be >= 1, got {self.channels} and {self.time_steps}")
+        check_memory(self.memory)
         return self
 
     @property
@@ -154,6 +157,10 @@ class SpikingCSNN(nn.Module):
         return spikes4.mean(dim=1), [spikes1, spikes2, spikes3, spikes4]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.config.memory == "low":
+            from snn.memory import csnn_forward_low
+
+            return csnn_forward_low(self, images)
         return self.forward_with_spikes(images)[0]
 
 

@@ -78,6 +78,7 @@ class _FwdArgs(ctypes.Structure):
         ("v0", _p), ("v0sb", _i64), ("v0sn", _i64),
         ("vT", _p),
         ("v_reset", _f),
+        ("bits", _p), ("bsb", _i64), ("bst", _i64),
     ]
 
 
@@ -212,6 +213,8 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
     lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
+    for name in ("lif_pack_bits", "lif_unpack_bits"):
+        getattr(lib, name).argtypes = [ctypes.c_int, _p, _i64, _i64, _p, ctypes.c_int]
     BUILD_INFO["tile"] = lib.lif_tile()  # neurons per tile: tests cross its edges
     return lib
 
@@ -467,8 +470,11 @@ def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
     return _Surrogate(0.0, _f32(alpha), _round(0.5 / alpha, dtype), 0.0)
 
 
-def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool):
-    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward."""
+def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None):
+    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+
+    ``bits``: an optional uint8 ``[B, T, ceil(N/8)]`` tensor (``N`` = the neurons of one step; byte
+    strides, last one 1) that the same pass fills with the spikes bit-packed (:mod:`snn.memory`)."""
     lib = load()
     B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
     N = math.prod(neuron_shape)
@@ -488,10 +494,32 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
         table.data_ptr(), table.shape[1],
         0 if v0_2 is None else v0_2.data_ptr(), *(v0_2.stride() if v0_2 is not None else (0, 0)),
         v.data_ptr(), _round(spec.v_reset, x.dtype),
+        0 if bits is None else bits.data_ptr(), *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
     )
     if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
         raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
     return spikes, h, v
+
+
+def _bit_strides(bits: torch.Tensor, B: int, T: int, N: int) -> tuple[int, int]:
+    if bits.dtype != torch.uint8 or tuple(bits.shape) != (B, T, (N + 7) // 8) or bits.stride(2) != 1:
+        raise ValueError(f"lif_cpu: bits must be a uint8 tensor of shape {(B, T, (N + 7) // 8)} with a unit last "
+                         f"stride, got {bits.dtype} {tuple(bits.shape)} strides {bits.stride()}")
+    return bits.stride(0), bits.stride(1)
+
+
+def pack_bits_cpu(spikes: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Fill ``bits`` (contiguous uint8 ``[rows, ceil(n/8)]``) from contiguous 0/1 ``spikes [rows, n]`` (C)."""
+    rows, n = spikes.shape
+    load().lif_pack_bits(DTYPES[spikes.dtype], spikes.data_ptr(), rows, n, bits.data_ptr(), torch.get_num_threads())
+    return bits
+
+
+def unpack_bits_cpu(bits: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+    """Fill contiguous ``spikes [rows, n]`` with the 0/1 spikes of ``bits`` (the inverse of :func:`pack_bits_cpu`)."""
+    rows, n = spikes.shape
+    load().lif_unpack_bits(DTYPES[spikes.dtype], bits.data_ptr(), rows, n, spikes.data_ptr(), torch.get_num_threads())
+    return spikes
 
 
 def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0=None, time_major=False,

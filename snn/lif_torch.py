@@ -22,6 +22,7 @@ import torch
 
 from snn.neuron import LIFSpec, empty_like_input, make_lif_function, surrogate_gradient
 from snn.ops import register_lif_ops
+from snn.spikebits import pack_bits
 
 
 def _param(value, x: torch.Tensor):
@@ -39,8 +40,12 @@ def _reset(h: torch.Tensor, s: torch.Tensor, thresh, spec: LIFSpec) -> torch.Ten
     return v
 
 
-def lif_torch_forward(x: torch.Tensor, tau, thresh, spec: LIFSpec = LIFSpec(), v0=None, time_major: bool = False):
+def lif_torch_forward(x: torch.Tensor, tau, thresh, spec: LIFSpec = LIFSpec(), v0=None, time_major: bool = False,
+                      bits: torch.Tensor | None = None):
     """Spikes ``s``, pre-reset potentials ``h`` (both ``[B, T, ...]`` in ``x.dtype``) and the final ``v``.
+
+    ``bits``: an optional uint8 ``[B, T, ceil(N/8)]`` tensor filled step by step with the spikes
+    bit-packed (:mod:`snn.spikebits`, for :mod:`snn.memory`).
 
     Every op writes a float tensor: comparisons into a bool tensor and products with bools are
     several times slower on the CPU than the same op with a float output.
@@ -56,6 +61,8 @@ def lif_torch_forward(x: torch.Tensor, tau, thresh, spec: LIFSpec = LIFSpec(), v
         torch.add(v.mul_(tau), x_t, out=h)  # v * tau rounded, then + x rounded: as the reference
         torch.gt(h, thresh, out=s)  # for floats, h - thresh > 0 exactly when h > thresh
         v = _reset(h, s, thresh, spec)
+        if bits is not None:
+            pack_bits(s, out=bits[:, t])
     return spikes, h_all, v
 
 

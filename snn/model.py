@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from snn.layers import LIFSpike, direct_encode
+from snn.memory import check_memory
 from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
 
 
@@ -41,6 +42,9 @@ class MLPConfig:
     alpha: float | None = None  # the surrogate's parameter; None = its default (triangle: the seed's gamma = 1)
     learn_tau: bool = False  # one learnable tau per hidden neuron and layer
     learn_thresh: bool = False  # one learnable thresh per hidden neuron and layer
+    # "low": training saves spikes as bits and recomputes blocks (snn.memory); same function and
+    # parameters, bit-identical gradients. Not part of the function: a checkpoint trains either way.
+    memory: str = "plain"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +52,7 @@ class MLPConfig:
     def checked(self) -> "MLPConfig":
         """Self, once the neuron options are known to go together (else LIFSpec's ValueError)."""
         self.spec  # noqa: B018  (constructing the spec validates it)
+        check_memory(self.memory)
         return self
 
     @property
@@ -82,4 +87,8 @@ class SpikingMLP(nn.Module):
         return logits, [spikes1, spikes2]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.config.memory == "low":
+            from snn.memory import mlp_forward_low
+
+            return mlp_forward_low(self, images)
         return self.forward_with_spikes(images)[0]

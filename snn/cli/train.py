@@ -14,6 +14,7 @@ replace it with ``--overwrite`` or pass another ``--checkpoint``. While a run tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from snn.augment import PRESETS
 from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.data import DATASETS, load_dataset, load_mnist
 from snn.device import DEVICE_CHOICES, resolve_device
+from snn.memory import MEMORY_MODES
 from snn.distributed import SINGLE, World
 from snn.distributed import setup as setup_distributed
 from snn.distributed import teardown as teardown_distributed
@@ -87,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="random slant, scale, rotation, elastic wobble and stroke width of training images "
                              f"(snn/augment.py; none = off; default: {DEFAULT_AUGMENT} for the MLP, none for the CSNN)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; CPU where supported)")
+    parser.add_argument("--memory", choices=MEMORY_MODES, default="plain",
+                        help="low: save spikes as bits and recompute blocks in the backward (same model and "
+                             "gradients, far fewer saved bytes, more time; README 'Memory'); default: plain")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
     neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s")
@@ -132,8 +137,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # MLPConfig fields set from the command line (flag name = field name).
-CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh")
-CSNN_CONFIG_ARGS = ("channels", "time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha")
+CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh", "memory")
+CSNN_CONFIG_ARGS = ("channels", "time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "memory")
 CPU_CHANNELS = 32  # the CSNN's default --channels: sized for a 2-core CPU (benchmarks/RESULTS.md)
 CPU_EPOCHS = 10  # the CSNN's default --epochs: ~12 min of training at C=32 on the quiet 2-core CPU (benchmarks/RESULTS.md)
 MODEL_DEFAULTS = {"mlp": {"epochs": 20, "lr": 1e-3, "time_steps": 6, "surrogate": "triangle", "loss": "ce", "augment": DEFAULT_AUGMENT},
@@ -266,6 +271,9 @@ def load_resume_state(paths: Paths, args: argparse.Namespace, config: MLPConfig,
         raise UserError(f"--resume: {last} has a damaged training state (no valid completed epoch).")
     stored_config = validate_config(state.get("config"), last, model_kind(state, last))
     validate_weights(state.get("model_state"), stored_config, last)
+    # --memory is how a step keeps its activations, not the model (same parameters and gradients): a
+    # run resumes under either.
+    stored_config = dataclasses.replace(stored_config, memory=config.memory)
     stored = dict(train_state.get("args") or {"epochs": train_state["epochs"], "batch_size": train_state["batch_size"]})
     stored.setdefault("time_steps", stored_config.time_steps)
     stored.setdefault("augment", "none")  # runs started before --augment existed trained without it

@@ -150,7 +150,24 @@ typedef struct {
     const char *v0; int64_t v0sb, v0sn;       /* initial potential in the dtype, or NULL */
     char *vT;                                 /* final potential [B, N] contiguous, or NULL */
     float v_reset;                            /* rounded to the dtype */
+    uint8_t *bits; int64_t bsb, bst;          /* optional bit-packed spikes [B, T, ceil(N/8)] (byte strides), or NULL */
 } FwdArgs;
+
+/* The tile's spikes, just written, packed 8 neurons to a byte (neuron n0+j -> byte (n0+j)/8, bit j%8;
+ * n0 is a multiple of TILE, so a tile owns whole bytes): snn/memory.py saves these for the backward. */
+INLINE void pack_tile(const int dt, int64_t T, int64_t w, const char *s, int64_t ost, int64_t osn,
+                      uint8_t *bits, int64_t bst) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2;
+    for (int64_t t = 0; t < T; t++) {
+        const void *st = s + t * ost * esz;
+        uint8_t *bt = bits + t * bst;
+        for (int64_t k = 0; k < (w + 7) / 8; k++) {
+            unsigned byte = 0;
+            for (int64_t i = 0; i < 8 && 8 * k + i < w; i++) byte |= (unsigned)(LD(dt, st, (8 * k + i) * osn) != 0.0f) << i;
+            bt[k] = (uint8_t)byte;
+        }
+    }
+}
 
 /* One tile (batch row b, neurons n0 .. n0+TILE) over all steps. Specialised per (dtype, contig,
  * mode, per-neuron parameters) below: the OpenMP region calls a specialised function per tile (constants do not reach
@@ -167,6 +184,8 @@ INLINE void fwd_one_tile(const int dt, const int contig, const int mode, const i
     fwd_tile(dt, contig, mode, pn, a->T, w, a->x + (b * a->xsb + n0 * a->xsn) * esz, a->xst, a->xsn,
              a->s + (b * a->osb + n0 * a->osn) * esz, a->h ? a->h + (b * a->osb + n0 * a->osn) * esz : NULL,
              a->ost, a->osn, v, tau, th, a->v_reset);
+    if (a->bits) pack_tile(dt, a->T, w, a->s + (b * a->osb + n0 * a->osn) * esz, a->ost, a->osn,
+                           a->bits + b * a->bsb + n0 / 8, a->bst);
     if (a->vT) for (int64_t j = 0; j < w; j++) ST(dt, a->vT, b * a->N + n0 + j, v[j]);
 }
 
@@ -371,5 +390,32 @@ int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
             if (a->gth) a->gth[n] = sh;
         }
     }
+    return 0;
+}
+
+/* ---- spikes as bits (snn/spikebits.py's layout), for tensors that no LIF pass packed ---------- */
+
+/* s: contiguous [rows, n] 0/1 spikes in dtype dt; bits: contiguous [rows, (n+7)/8] */
+int lif_pack_bits(int dt, const void *s, int64_t rows, int64_t n, uint8_t *bits, int nthreads) {
+    if (dt < 0 || dt > 2) return -1;
+    const int64_t nb = (n + 7) / 8;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * n, nthreads))
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t k = 0; k < nb; k++) {
+            unsigned byte = 0;
+            for (int64_t i = 0; i < 8 && 8 * k + i < n; i++) byte |= (unsigned)(LD(dt, s, r * n + 8 * k + i) != 0.0f) << i;
+            bits[r * nb + k] = (uint8_t)byte;
+        }
+    }
+    return 0;
+}
+
+/* the inverse: s[r, j] = bit j of row r, as 0/1 in dtype dt */
+int lif_unpack_bits(int dt, const uint8_t *bits, int64_t rows, int64_t n, void *s, int nthreads) {
+    if (dt < 0 || dt > 2) return -1;
+    const int64_t nb = (n + 7) / 8;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * n, nthreads))
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) ST(dt, s, r * n + j, (float)((bits[r * nb + j / 8] >> (j % 8)) & 1u));
     return 0;
 }
