@@ -165,6 +165,25 @@ class LIFSpec:
         return self.reset == "hard" and self.v_reset == 0.0 and not self.detach_reset and self.surrogate == "triangle"
 
 
+TAU_MEANING = ("tau is the decay factor per step here (h = v * tau + x), in [0, 1] (1 = no leak, the IF neuron); "
+               "from a time constant use tau = 1 - 1/tau_sj (SpikingJelly's tau) or exp(-dt/tau_m)")
+
+
+def check_tau_values(tau) -> None:
+    """Refuse a ``tau`` (number, or tensor values when not compiling) outside ``[0, 1]`` in one sentence."""
+    if isinstance(tau, torch.Tensor):
+        if torch.compiler.is_compiling() or tau.device.type == "meta" or tau.numel() == 0:
+            return
+        low, high = tau.detach().min().item(), tau.detach().max().item()
+        bad = low if not low >= 0.0 else (high if not high <= 1.0 else None)
+    else:
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or torch.compiler.is_compiling():
+            return  # (its type is checked where it is used; a traced SymFloat cannot be tested)
+        bad = None if 0.0 <= tau <= 1.0 else tau
+    if bad is not None:
+        raise ValueError(f"{TAU_MEANING}; got tau={bad}")
+
+
 def _check_finite(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a Python number, got {type(value).__name__}")
@@ -209,7 +228,8 @@ def custom_surrogate_gradient(z: torch.Tensor, spike_fn) -> torch.Tensor:
         spikes = spike_fn(leaf)
         if not isinstance(spikes, torch.Tensor) or spikes.shape != z.shape:
             raise ValueError("a custom surrogate must map z to spikes of z's shape")
-        if not torch.equal(spikes.detach().to(z.dtype), (z > 0).to(z.dtype)):
+        off_tie = z != 0  # SpikingJelly's spike functions fire at z >= 0: a tie is not a contradiction
+        if not torch.equal(spikes.detach().to(z.dtype)[off_tie], (z > 0).to(z.dtype)[off_tie]):
             raise ValueError("a custom surrogate's forward must be the Heaviside (z > 0): the backward is what it defines")
         if not spikes.requires_grad:
             raise ValueError("a custom surrogate must carry a gradient (a backward of its own), got a constant")
@@ -248,6 +268,8 @@ def neuron_shape_param(value, name: str, x: torch.Tensor):
             raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
         return value
     _check_finite(name, value)
+    if name == "tau":
+        check_tau_values(value)
     return value if isinstance(value, (float, torch.SymFloat)) else float(value)
 
 
