@@ -205,3 +205,49 @@ class TimeDistributed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_per_step(self.module, x)
+
+
+class LeakyReadout(nn.Module):
+    """Leaky-integrator readout over ``[B, T, ...]``: ``v_t = v_{t-1} * tau + x_t``, no spikes, no reset.
+
+    Returns every step's potential ``[B, T, ...]`` (or only the last with ``last_only=True``), a
+    differentiable output for membrane-potential losses (snnTorch tutorial 5's output layer reads
+    its ``mem``; SpikingJelly's ``NonSpikingLIFNode`` with ``decay_input=False`` is
+    ``tau = 1 - 1/tau_sj``). ``tau`` as in :class:`LIFSpike` (in [0, 1]; ``learn_tau`` clamps it).
+    Plain PyTorch under autograd: one multiply-add per step.
+    """
+
+    def __init__(self, tau=DEFAULT_TAU, *, learn_tau: bool = False, param_shape: tuple[int, ...] = (),
+                 time_dim: int = 1, last_only: bool = False):
+        super().__init__()
+        try:
+            check_tau_values(tau)
+        except ValueError as exc:
+            raise ValueError(f"LeakyReadout: {exc}") from None
+        if time_dim not in (0, 1):
+            raise ValueError(f"LeakyReadout: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
+        self.learn_tau, self.time_dim, self.last_only = learn_tau, time_dim, last_only
+        if learn_tau:
+            init = tau.detach().clone().float() if isinstance(tau, torch.Tensor) else torch.full(param_shape, float(tau))
+            self.tau = nn.Parameter(init)
+        elif isinstance(tau, torch.Tensor):
+            self.register_buffer("tau", tau.detach().clone())
+        else:
+            self.tau = float(tau)
+
+    def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise ValueError(f"LeakyReadout: expected a tensor of shape [B, T, ...], got {getattr(x, 'shape', type(x))}")
+        tau = self.tau.clamp(0.0, 1.0) if self.learn_tau else self.tau
+        steps = x.unbind(self.time_dim)
+        v = torch.zeros_like(steps[0]) if v0 is None else v0
+        out = []
+        for x_t in steps:
+            v = v * tau + x_t
+            out.append(v)
+        return v if self.last_only else torch.stack(out, dim=self.time_dim)
+
+    def extra_repr(self) -> str:
+        tau = f"tensor{tuple(self.tau.shape)}" if isinstance(self.tau, torch.Tensor) else f"{self.tau}"
+        return f"tau={tau}" + (f", time_dim={self.time_dim}" if self.time_dim != 1 else "") + (
+            ", last_only=True" if self.last_only else "")

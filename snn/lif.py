@@ -74,11 +74,12 @@ def _unbind_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 # Indexes x[:, t] per step exactly as the seed does, so any layout works, including a stride-0 time
 # dimension (a broadcast input; autograd then sums its gradient over T).
-lif_reference = make_lif_function(_indexing_core, "lif_reference", accepts_custom_surrogate=True)
+lif_reference = make_lif_function(_indexing_core, "lif_reference", accepts_custom_surrogate=True, h_has_gradient=True)
 
 # Same function iterating x.unbind(1): eager backward of x[:, t] materialises a full [B, T, ...]
 # zero tensor per step (cost grows with T**2); unbind has one fused backward. The fair eager baseline.
-lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind", accepts_custom_surrogate=True)
+lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind", accepts_custom_surrogate=True,
+                                         h_has_gradient=True)
 
 
 def __getattr__(name: str):

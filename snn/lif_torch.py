@@ -13,7 +13,7 @@ pass after the scan. At the MNIST shape on a 2-core CPU this is ~4x faster than 
 loop. Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
 so spikes are identical and, for the seed's neuron, fp32 input gradients equal reference
 autograd's to the last bit (tests/test_lif_contract.py). Arithmetic is in the input dtype, as in
-the reference. The optional ``h`` output is for analysis: it carries no gradient.
+the reference. The optional ``h`` output gets its gradient from snn.neuron.membrane_with_gradient.
 """
 
 from __future__ import annotations

@@ -304,8 +304,48 @@ def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) ->
     return spec
 
 
-def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False):
+def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spikes: torch.Tensor) -> torch.Tensor:
+    """The pre-reset potentials ``h`` of ``x [B, T, ...]`` as a differentiable function of ``x``,
+    ``tau``, ``thresh`` and ``v0``, given the spikes the forward emitted.
+
+    The forward recurrence again under autograd, with each spike a constant of the forward's value
+    whose derivative is the surrogate (``s + sg(z) * (z - z.detach())``, where the reset uses it):
+    the graph of the reference loop, so ``dL/dh`` reaches every input as in the reference. The fused
+    kernels take no gradient on ``h``; :func:`make_lif_function` adds this scan beside them when
+    ``return_h`` is asked for with a gradient (it costs what the reference costs).
+    """
+    tau = tau.to(x.dtype) if isinstance(tau, torch.Tensor) else tau
+    thresh = thresh.to(x.dtype) if isinstance(thresh, torch.Tensor) else thresh
+    spikes = spikes.detach()
+    v = torch.zeros_like(x[:, 0]) if v0 is None else v0.to(x.dtype)
+    previous = (v.detach() - thresh > 0).to(x.dtype)
+    potentials = []
+    for t, x_t in enumerate(x.unbind(1)):
+        h = v * tau + x_t
+        if spec.reset == "subtract_next":
+            h = h - previous * thresh
+        potentials.append(h)
+        s = spikes[:, t].to(x.dtype)
+        if spec.reset == "subtract_next":
+            previous, v = s, h
+            continue
+        if not spec.detach_reset:
+            z = h - thresh
+            s = s + surrogate_gradient(z.detach(), spec) * (z - z.detach())
+        if spec.reset == "soft":
+            v = h - s * thresh
+        else:
+            v = (1 - s) * h
+            if spec.v_reset != 0.0:
+                v = v + s * spec.v_reset
+    return torch.stack(potentials, dim=1)
+
+
+def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h_has_gradient: bool = False):
     """The public signature every backend shares, around ``core``.
+
+    ``h_has_gradient``: ``core`` returns ``h`` with its gradient (the reference); for the others a
+    requested ``h`` gets it from :func:`membrane_with_gradient`.
 
     ``accepts_custom_surrogate``: whether ``core`` takes a spec whose surrogate is a spike function
     (the eager and reference backends); the others refuse it in one sentence.
@@ -372,6 +412,11 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False):
             h = spikes.detach() if return_h else None
         else:
             spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
+            if return_h and not h_has_gradient and torch.is_grad_enabled() and any(
+                    isinstance(t, torch.Tensor) and t.requires_grad for t in (x_bt, tau, thresh, v0)):
+                # the kernel's values, the reference's gradient (0 added where h is finite)
+                scan = membrane_with_gradient(x_bt, tau, thresh, spec, v0, spikes)
+                h = h.detach() + (scan - scan.detach()).to(h.dtype)
         if time_dim == 0:
             spikes = spikes.transpose(0, 1)
             h = None if h is None else h.transpose(0, 1)
@@ -390,7 +435,8 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False):
         ("triangle"/"sigmoid"/"atan"/"rectangle"/"fast_sigmoid", or a spike function on the eager
         and reference backends), ``alpha``; or all of them as ``spec=LIFSpec(...)``.
         ``v0``: initial potential (one step's shape). Returns the spikes, or ``LIFOutput(spikes, v, h)``
-        when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set.
+        when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set; both are
+        differentiable (a membrane-potential loss on ``h`` works on every backend).
         """
     )
     return lif
