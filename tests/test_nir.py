@@ -198,6 +198,8 @@ def _with_tau(layer, tau):
 
 EXPORT_REFUSALS = {
     "soft reset": (lambda: nn.Sequential(TimeDistributed(nn.Linear(4, 4)), LIFSpike(reset="soft")), "reset='soft'"),
+    "snnTorch's subtract reset": (lambda: nn.Sequential(TimeDistributed(nn.Linear(4, 4)),
+                                                        LIFSpike(reset="subtract_next", detach_reset=True)), "reset='subtract_next'"),
     "max pooling": (lambda: nn.Sequential(TimeDistributed(nn.Conv2d(1, 2, 3)), LIFSpike(), TimeDistributed(nn.MaxPool2d(2))),
                     "max-pooling"),
     "unknown layer": (lambda: nn.Sequential(TimeDistributed(nn.Linear(4, 4)), TimeDistributed(nn.ReLU())), "ReLU"),
