@@ -74,8 +74,10 @@ def _sum_to_param(total: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 
 def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(), grad_v=None, v0=None,
-                       need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False):
+                       need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False, grad_h=None):
     """``(g_x, g_tau, g_thresh, g_v0)`` by the reverse-time scan of :mod:`snn.neuron` (None where not needed).
+
+    ``grad_h``: a gradient on the returned pre-reset potentials (a membrane loss), added to ``g_h[t]``.
 
     ``grad_spikes`` may be None (only the final potential is used). The two ``[B, T, N]`` terms are
     built in place in two buffers: each fresh tensor of that size costs page faults in glibc's
@@ -114,6 +116,8 @@ def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(
             else:
                 g_h.copy_(carry)  # dR/dh = 1
             g_h.add_(d_spike * surrogate[:, t])
+        if grad_h is not None:
+            g_h.add_(grad_h[:, t])
         carry = g_h * tau_p
     grad_tau = grad_thresh = grad_v0 = None
     if need_v0:
@@ -200,6 +204,30 @@ def _eager_or_custom_core(x, tau, thresh, spec, v0, return_v, return_h, time_maj
         return eager_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     spikes, v, h = _CustomSurrogateLIF.apply(x, tau, thresh, v0, spec, time_major)
     return spikes, (v if return_v else None), (h if return_h else None)
+
+
+class MembraneGradient(torch.autograd.Function):
+    """``h`` (a fused backend's pre-reset potentials) as a differentiable output: its backward is the
+    reverse scan above with the gradient injected at ``h`` (and none on the spikes); the spikes' and
+    the final potential's gradients come from the backend's own backward. Used by
+    :func:`snn.neuron.make_lif_function` for every backend that returns ``h`` without a gradient."""
+
+    @staticmethod
+    def forward(ctx, h, x, tau, thresh, v0, spec):
+        ctx.save_for_backward(h, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.kinds = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars, ctx.spec = (tau, thresh), spec
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        h, *saved = ctx.saved_tensors
+        it = iter(saved)
+        tau, thresh, v0 = (next(it) if kind else scalar for kind, scalar in zip(ctx.kinds, (*ctx.scalars, None)))
+        needs = ctx.needs_input_grad
+        g_x, g_tau, g_thresh, g_v0 = lif_torch_backward(None, h, tau, thresh, ctx.spec, None, v0, needs[2], needs[3],
+                                                        needs[4], grad_h=grad_h.to(h.dtype))
+        return None, g_x, g_tau, g_thresh, g_v0, None
 
 
 lif_torch = make_lif_function(_eager_or_custom_core, "lif_torch", accepts_custom_surrogate=True)

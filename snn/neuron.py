@@ -311,8 +311,9 @@ def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spik
     The forward recurrence again under autograd, with each spike a constant of the forward's value
     whose derivative is the surrogate (``s + sg(z) * (z - z.detach())``, where the reset uses it):
     the graph of the reference loop, so ``dL/dh`` reaches every input as in the reference. The fused
-    kernels take no gradient on ``h``; :func:`make_lif_function` adds this scan beside them when
-    ``return_h`` is asked for with a gradient (it costs what the reference costs).
+    kernels take no gradient on ``h``; :func:`make_lif_function` adds the eager backend's reverse scan
+    (``snn.lif_torch.MembraneGradient``) beside them when ``return_h`` is asked for with a gradient,
+    and this autograd scan where that cannot run (torch.compile, torch.func).
     """
     tau = tau.to(x.dtype) if isinstance(tau, torch.Tensor) else tau
     thresh = thresh.to(x.dtype) if isinstance(thresh, torch.Tensor) else thresh
@@ -339,6 +340,20 @@ def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spik
             if spec.v_reset != 0.0:
                 v = v + s * spec.v_reset
     return torch.stack(potentials, dim=1)
+
+
+def _differentiable_h(h, x, tau, thresh, spec: LIFSpec, v0, spikes):
+    """A backend's ``h`` with the gradient of :func:`membrane_with_gradient`: by the eager backend's
+    reverse scan (snn.lif_torch.MembraneGradient, imported here because this module imports nothing
+    of the project at load) in plain eager mode, by the autograd scan under compilers and transforms."""
+    from snn.ops import _plain_eager
+
+    if _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0):
+        from snn.lif_torch import MembraneGradient
+
+        return MembraneGradient.apply(h.detach().to(x.dtype), x, tau, thresh, v0, spec).to(h.dtype)
+    scan = membrane_with_gradient(x, tau, thresh, spec, v0, spikes)  # the kernel's values, the scan's gradient
+    return h.detach() + (scan - scan.detach()).to(h.dtype)
 
 
 def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h_has_gradient: bool = False):
@@ -414,9 +429,7 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
             spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
             if return_h and not h_has_gradient and torch.is_grad_enabled() and any(
                     isinstance(t, torch.Tensor) and t.requires_grad for t in (x_bt, tau, thresh, v0)):
-                # the kernel's values, the reference's gradient (0 added where h is finite)
-                scan = membrane_with_gradient(x_bt, tau, thresh, spec, v0, spikes)
-                h = h.detach() + (scan - scan.detach()).to(h.dtype)
+                h = _differentiable_h(h, x_bt, tau, thresh, spec, v0, spikes)
         if time_dim == 0:
             spikes = spikes.transpose(0, 1)
             h = None if h is None else h.transpose(0, 1)
