@@ -212,11 +212,17 @@ def _reset(h, spike, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.
 
 
 @triton.jit
-def _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr):
+def _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr,
+              DELAYED_RESET: tl.constexpr):
     """One forward step from ``v_{t-1}`` and ``x_t``: (pre-reset h_t, spike s_t as fp32 0/1, v_t)."""
     h = v * tau + x  # two roundings, as eager PyTorch (launched with enable_fp_fusion=False)
+    if DELAYED_RESET:  # subtract_next: v_{t-1} is h_{t-1}; its spike's threshold is subtracted now
+        h = h - ((v - thresh) > 0).to(tl.float32) * thresh
     spike = ((h - thresh) > 0).to(tl.float32)
-    return h, spike, _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+    if DELAYED_RESET:
+        return h, spike, h
+    else:
+        return h, spike, _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
 
 
 @triton.jit
@@ -288,6 +294,7 @@ def _lif_fwd_kernel(
     X_BCAST: tl.constexpr,  # stride_xt == 0: load x once per tile, not once per step
     SOFT_RESET: tl.constexpr,  # reset="soft": v = h - thresh * s (else hard: h * (1 - s) [+ v_reset * s])
     HAS_V_RESET: tl.constexpr,  # hard reset to a non-zero v_reset
+    DELAYED_RESET: tl.constexpr,  # reset="subtract_next": v = h, thresh subtracted at the next step
     TAU_VEC: tl.constexpr,  # tau is per neuron (tau_ptr)
     THRESH_VEC: tl.constexpr,  # thresh is per neuron (thresh_ptr, bounds_ptr)
     HAS_V0: tl.constexpr,  # start from v0 instead of 0
@@ -333,7 +340,7 @@ def _lif_fwd_kernel(
     # is needed, as there would be for a prefetch of x_{t+1}. Loads in the loop need no ``other``:
     # masked-off lanes are never stored, and zero-filling them costs an instruction per register.
     x = _to_fp32(tl.load(x_ptrs, mask=mask))  # when X_BCAST, the one load of x for all steps
-    h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+    h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET, DELAYED_RESET)
     for _ in range(1, T):
         if not X_BCAST:
             x_ptrs += stride_xt
@@ -344,7 +351,7 @@ def _lif_fwd_kernel(
             bits_ptr += stride_bt
         s_ptrs += stride_st
         h_ptrs += stride_ht
-        h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+        h, spike, v = _lif_step(v, x, tau, thresh, v_reset, SOFT_RESET, HAS_V_RESET, DELAYED_RESET)
     _lif_store(s_ptrs, h_ptrs, h, spike, mask, bounds, SAVE_H, HW_CVT)
     if WRITE_BITS:
         _store_bits(bits_ptr, spike, mask, offs_b, pid_n, B, N, stride_bb, BLOCK_B, BLOCK_N)
@@ -365,6 +372,9 @@ def _surrogate(z, SURROGATE: tl.constexpr, sg_a, sg_b):
     elif SURROGATE == 2:  # atan: (alpha / 2) / (1 + (z * (pi / 2 * alpha))**2); a = alpha / 2, b = pi / 2 * alpha
         u = z * sg_b
         return sg_a / (1.0 + u * u)
+    elif SURROGATE == 4:  # fast_sigmoid: 1 / (|z| * alpha + 1)**2; a = alpha
+        d = tl.abs(z) * sg_a + 1.0
+        return 1.0 / (d * d)
     else:  # rectangle: alpha where |z| < 0.5 / alpha; a = alpha, b = 0.5 / alpha
         return tl.where(tl.abs(z) < sg_b, sg_a, 0.0)
 
@@ -442,9 +452,10 @@ def _lif_bwd_kernel(
     v_reset,  # fp32 potential after a hard reset (HAS_V_RESET)
     sg_a,  # fp32 surrogate constants (see _surrogate / _surrogate_constants), rounded once on the host
     sg_b,
-    SURROGATE: tl.constexpr,  # 0 triangle, 1 sigmoid, 2 atan, 3 rectangle (snn.neuron.SURROGATES)
-    SOFT_RESET: tl.constexpr,
+    SURROGATE: tl.constexpr,  # 0 triangle, 1 sigmoid, 2 atan, 3 rectangle, 4 fast_sigmoid (snn.neuron.SURROGATES)
+    SOFT_RESET: tl.constexpr,  # dR/dh = 1 (reset="soft", and "subtract_next")
     HAS_V_RESET: tl.constexpr,
+    DELAYED_RESET: tl.constexpr,  # reset="subtract_next" (detached): v = h, h_t holds - thresh * s_{t-1}
     DETACH_RESET: tl.constexpr,  # the reset treats s as a constant (dR/ds = 0)
     TAU_VEC: tl.constexpr,
     THRESH_VEC: tl.constexpr,
@@ -490,7 +501,7 @@ def _lif_bwd_kernel(
         g_h = g_s * sg
     if NEED_THRESH:
         acc_thresh = -(d * sg)
-        if SOFT_RESET and HAS_GV:
+        if SOFT_RESET and HAS_GV and not DELAYED_RESET:
             acc_thresh = acc_thresh - c * spike
     if NEED_TAU:
         acc_tau = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
@@ -509,12 +520,17 @@ def _lif_bwd_kernel(
         spike = (z > 0).to(tl.float32)
         sg = _surrogate(z, SURROGATE, sg_a, sg_b)
         if NEED_TAU:  # g_h[t+1] * v_t, with v_t recomputed from this step's h
-            acc_tau += g_h * _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+            if DELAYED_RESET:
+                acc_tau += g_h * h
+            else:
+                acc_tau += g_h * _reset(h, spike, thresh, v_reset, SOFT_RESET, HAS_V_RESET)
+        if NEED_THRESH and DELAYED_RESET:  # h_{t+1} holds - thresh * s_t
+            acc_thresh -= g_h * spike
         d = _d_spike(g_s, c, h, thresh, v_reset, SOFT_RESET, HAS_V_RESET, DETACH_RESET)
         g_h = _carry_through_reset(c, spike, SOFT_RESET) + d * sg
         if NEED_THRESH:
             acc_thresh += -(d * sg)
-            if SOFT_RESET:
+            if SOFT_RESET and not DELAYED_RESET:
                 acc_thresh -= c * spike
         c = g_h * tau
     tl.store(gx_ptrs, _from_fp32(g_h, gx_ptr.dtype.element_ty, HW_CVT), mask=mask)
@@ -524,6 +540,13 @@ def _lif_bwd_kernel(
             acc_tau += g_h * v0
         _store_partial(gtau_ptr, acc_tau, mask, pid_b, offs_n, N)
     if NEED_THRESH:
+        if DELAYED_RESET:  # h_0 holds - thresh * s_{-1}, s_{-1} = (v0 - thresh > 0) (v0 = 0 when absent)
+            if HAS_V0:
+                v_first = _to_fp32(tl.load(v0_ptr + offs_b[:, None] * stride_v0b + offs_n[None, :] * stride_v0n,
+                                           mask=mask, other=0.0))
+            else:
+                v_first = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
+            acc_thresh -= g_h * ((v_first - thresh) > 0).to(tl.float32)
         _store_partial(gthresh_ptr, acc_thresh, mask, pid_b, offs_n, N)
     if WRITE_GV0:
         tl.store(gv0_ptr + offs_b[:, None] * N + offs_n[None, :], c, mask=mask)
@@ -592,8 +615,11 @@ def saved_h_dtype(x_dtype: torch.dtype, spec: LIFSpec) -> torch.dtype:
     """The dtype ``h`` is saved in: fp32 for fp32 input; the 16-bit input dtype otherwise, except for
     the rectangle surrogate, whose window edges a rounded ``h`` could cross (the side-consistent
     rounding protects the threshold only, and the rectangle jumps from 0 to alpha at its edges): it
-    saves fp32, 4 B per neuron-step instead of 2, and gets the forward's exact window."""
-    if x_dtype == torch.float32 or spec.surrogate == "rectangle":
+    saves fp32, 4 B per neuron-step instead of 2, and gets the forward's exact window. So does
+    ``fast_sigmoid``, whose slope at the threshold (``2 * alpha``, 50 by default) turns a 16-bit
+    rounding of ``h`` into a gradient error several times the 16-bit reference's own (measured in
+    tests/test_lif_contract.py)."""
+    if x_dtype == torch.float32 or spec.surrogate in ("rectangle", "fast_sigmoid"):
         return torch.float32
     return x_dtype
 
@@ -734,6 +760,8 @@ def _surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
         return alpha, 0.0
     if spec.surrogate == "atan":
         return alpha / 2, math.pi / 2 * alpha
+    if spec.surrogate == "fast_sigmoid":
+        return alpha, 0.0
     return alpha, 0.5 / alpha  # rectangle
 
 
@@ -753,7 +781,8 @@ def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau, thresh, save_h: bool, s
     )
     constexprs = dict(
         SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
-        TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None, HAS_V0=v0 is not None, WRITE_V=v_out is not None,
+        DELAYED_RESET=spec.reset == "subtract_next", TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
+        HAS_V0=v0 is not None, WRITE_V=v_out is not None,
         HW_CVT=not INTERPRETED, **({"WRITE_BITS": True} if bits is not None else {}),
     )
     return _lif_fwd_kernel, args, constexprs
@@ -776,8 +805,8 @@ def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau, thresh, gamma=None, s
         *_surrogate_constants(spec),
     )
     constexprs = dict(
-        SURROGATE=spec.surrogate_id, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
-        DETACH_RESET=spec.detach_reset, TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
+        SURROGATE=spec.surrogate_id, SOFT_RESET=spec.reset in ("soft", "subtract_next"), HAS_V_RESET=spec.v_reset != 0.0,
+        DELAYED_RESET=spec.reset == "subtract_next", DETACH_RESET=spec.detach_reset, TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
         HAS_GV=grad_v is not None, HAS_V0=v0 is not None, WRITE_GV0=grad_v0 is not None,
         NEED_TAU=grad_tau is not None, NEED_THRESH=grad_thresh is not None, HW_CVT=not INTERPRETED,
     )
@@ -921,7 +950,8 @@ def lif_backward(
     kernel, args, constexprs = _bwd_launch(
         gs3, h3, gx3, B, T, N, tau, thresh, spec=spec,
         tau_vec=_neuron_vector(tau, neuron_shape, h.device), thresh_vec=_neuron_vector(thresh, neuron_shape, h.device),
-        grad_v=None if grad_v is None else _as_2d(grad_v, B, N), v0=None if v0 is None or not need_tau else _as_2d(v0, B, N),
+        grad_v=None if grad_v is None else _as_2d(grad_v, B, N), v0=None if v0 is None or not (need_tau or (need_thresh and spec.reset == "subtract_next"))
+        else _as_2d(v0, B, N),
         grad_v0=grad_v0, grad_tau=grad_tau_rows, grad_thresh=grad_thresh_rows,
     )
     _launch(kernel, B, N, args, constexprs)

@@ -15,23 +15,26 @@ from typing import Callable
 import torch
 
 from snn.errors import UserError
-from snn.neuron import LIFSpec
+from snn.neuron import CUSTOM_SURROGATE, LIFSpec
 
 LIFFunction = Callable[..., torch.Tensor]
 
 
 # Everything a call can ask beyond the seed's neuron, by the name a refusal uses.
 FEATURES = (
-    "reset='soft'", "v_reset", "detach_reset", "surrogate='sigmoid'", "surrogate='atan'",
-    "surrogate='rectangle'", "tensor tau/thresh", "v0", "return_v", "return_h", "time_dim=0",
+    "reset='soft'", "reset='subtract_next'", "v_reset", "detach_reset", "surrogate='sigmoid'", "surrogate='atan'",
+    "surrogate='rectangle'", "surrogate='fast_sigmoid'", CUSTOM_SURROGATE, "tensor tau/thresh", "v0", "return_v",
+    "return_h", "time_dim=0",
 )
+# A spike function of the user's needs autograd of it (snn.neuron.custom_surrogate_gradient): the fused kernels cannot call it.
+_FUSED = frozenset(FEATURES) - {CUSTOM_SURROGATE}
 
 
 def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=False, return_h=False, time_dim=1) -> set[str]:
     """The :data:`FEATURES` a call with these options needs."""
-    used = {f"surrogate={spec.surrogate!r}"} - {"surrogate='triangle'"}
+    used = {CUSTOM_SURROGATE if spec.custom else f"surrogate={spec.surrogate!r}"} - {"surrogate='triangle'"}
     used |= {name for name, on in (
-        ("reset='soft'", spec.reset == "soft"), ("v_reset", spec.v_reset != 0.0), ("detach_reset", spec.detach_reset),
+        ("reset='soft'", spec.reset == "soft"), ("reset='subtract_next'", spec.reset == "subtract_next"), ("v_reset", spec.v_reset != 0.0), ("detach_reset", spec.detach_reset),
         ("tensor tau/thresh", tensor_params), ("v0", v0), ("return_v", return_v), ("return_h", return_h),
         ("time_dim=0", time_dim == 0),
     ) if on}
@@ -53,11 +56,11 @@ class Backend:
 _ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REGISTRY = {
     "torch": Backend("torch", "fused C kernel on the CPU (fp32/bf16/fp16; snn/lif_cpu.py), eager PyTorch elsewhere; saves h only",
-                     _ALL_FLOATS, ("cpu", "cuda", "mps")),
+                     _ALL_FLOATS, ("cpu", "cuda", "mps"), _FUSED),
     "eager": Backend("eager", "plain PyTorch, hand-written backward (one op per step; what the torch backend runs off the CPU)",
                      _ALL_FLOATS, ("cpu", "cuda", "mps")),
     "triton": Backend("triton", "fused Triton kernels (CUDA; the CPU runs them in Triton's interpreter)",
-                      (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), accumulates_in_fp32=True),
+                      (torch.float16, torch.bfloat16, torch.float32), ("cuda", "cpu"), _FUSED, accumulates_in_fp32=True),
     "reference": Backend("reference", "the seed's per-step loop under eager autograd (the definition)", _ALL_FLOATS, ("cpu", "cuda", "mps")),
 }
 BACKENDS = tuple(REGISTRY)

@@ -39,13 +39,20 @@ def _reference_core(x, steps, tau, thresh, spec: LIFSpec, v0, return_v, return_h
     tau, thresh = _as_potential(tau, x), _as_potential(thresh, x)
     mem = torch.zeros_like(x[:, 0]) if v0 is None else v0.to(x.dtype)
     spikes, potentials = [], []
+    # subtract_next: the spike of the step before (s_{-1} from v0), detached, subtracted undecayed
+    previous = (mem - thresh > 0).to(x.dtype)
     for x_t in steps:
         mem = mem * tau + x_t
+        if spec.reset == "subtract_next":
+            mem = mem - previous * thresh
         if return_h:
             potentials.append(mem)
-        spike = surrogate_spike(mem - thresh, spec)  # the seed's ZIF: (z > 0), surrogate backward
+        # the seed's ZIF: (z > 0), surrogate backward; or the user's own spike function
+        spike = spec.surrogate(mem - thresh) if spec.custom else surrogate_spike(mem - thresh, spec)
         reset_spike = spike.detach() if spec.detach_reset else spike
-        if spec.reset == "soft":
+        if spec.reset == "subtract_next":
+            previous = reset_spike  # v_t = h_t: the reset happens at the next step
+        elif spec.reset == "soft":
             mem = mem - reset_spike * thresh
         else:
             mem = (1 - reset_spike) * mem
@@ -67,11 +74,12 @@ def _unbind_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 # Indexes x[:, t] per step exactly as the seed does, so any layout works, including a stride-0 time
 # dimension (a broadcast input; autograd then sums its gradient over T).
-lif_reference = make_lif_function(_indexing_core, "lif_reference")
+lif_reference = make_lif_function(_indexing_core, "lif_reference", accepts_custom_surrogate=True, h_has_gradient=True)
 
 # Same function iterating x.unbind(1): eager backward of x[:, t] materialises a full [B, T, ...]
 # zero tensor per step (cost grows with T**2); unbind has one fused backward. The fair eager baseline.
-lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind")
+lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind", accepts_custom_surrogate=True,
+                                         h_has_gradient=True)
 
 
 def __getattr__(name: str):

@@ -467,7 +467,12 @@ def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
         return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)
     if spec.surrogate == "atan":
         return _Surrogate(0.0, _f32(alpha), _f32(math.pi / 2 * alpha), _f32(alpha / 2))
+    if spec.surrogate == "fast_sigmoid":
+        return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)
     return _Surrogate(0.0, _f32(alpha), _round(0.5 / alpha, dtype), 0.0)
+
+
+_RESET_CODES = {"hard": 0, "soft": 1, "subtract_next": 2}  # RS_* of the C backward
 
 
 def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None):
@@ -488,7 +493,7 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
     x3, s3 = _as_btn(x, B, T, N), spikes.view(B, T, N)
     table = _params(tau, thresh, x.dtype, neuron_shape, N)
     v0_2 = None if v0 is None else _as_bn(v0.detach().to(x.dtype), B, N)
-    mode = 2 if spec.reset == "soft" else (1 if spec.v_reset != 0.0 else 0)
+    mode = {"soft": 2, "subtract_next": 3}.get(spec.reset, 1 if spec.v_reset != 0.0 else 0)
     args = _FwdArgs(
         B, T, N, x3.data_ptr(), *x3.stride(), s3.data_ptr(), 0 if h is None else h.data_ptr(), *s3.stride(),
         table.data_ptr(), table.shape[1],
@@ -563,9 +568,9 @@ def lif_cpu_backward(grad_spikes, x, tau, thresh, spec: LIFSpec, grad_v=None, v0
             0 if g_tau is None else g_tau.data_ptr(), 0 if g_th is None else g_th.data_ptr(),
             0 if work is None else work.data_ptr(),
             _f32(spec.v_reset), _round(spec.v_reset, dtype), int(spec.detach_reset), _surrogate_consts(spec, dtype),
-            spec.surrogate_id, int(spec.reset == "soft"),
+            spec.surrogate_id, _RESET_CODES[spec.reset],
         )
-        rc = lib.lif_backward(DTYPES[dtype], spec.surrogate_id, int(spec.reset == "soft"), ctypes.byref(args),
+        rc = lib.lif_backward(DTYPES[dtype], spec.surrogate_id, _RESET_CODES[spec.reset], ctypes.byref(args),
                               torch.get_num_threads())
         if rc != 0:
             raise (MemoryError if rc == -2 else RuntimeError)(f"lif_cpu: the C backward failed ({rc})")

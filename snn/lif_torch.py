@@ -13,7 +13,7 @@ pass after the scan. At the MNIST shape on a 2-core CPU this is ~4x faster than 
 loop. Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
 so spikes are identical and, for the seed's neuron, fp32 input gradients equal reference
 autograd's to the last bit (tests/test_lif_contract.py). Arithmetic is in the input dtype, as in
-the reference. The optional ``h`` output is for analysis: it carries no gradient.
+the reference. The optional ``h`` output gets its gradient from snn.neuron.membrane_with_gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def _param(value, x: torch.Tensor):
 
 def _reset(h: torch.Tensor, s: torch.Tensor, thresh, spec: LIFSpec) -> torch.Tensor:
     """``v = R(h, s)``, rounded as the reference's reset."""
+    if spec.reset == "subtract_next":
+        return h  # the reset is subtracted from the next step's h
     if spec.reset == "soft":
         return h - s * thresh
     v = h * (1 - s)  # the reference's reset product (h = +inf spikes and leaves NaN)
@@ -56,14 +58,21 @@ def lif_torch_forward(x: torch.Tensor, tau, thresh, spec: LIFSpec = LIFSpec(), v
         v = torch.zeros_like(x[:, 0], memory_format=torch.contiguous_format)
     else:
         v = v0.detach().to(x.dtype).clone(memory_format=torch.contiguous_format)
+    delayed = spec.reset == "subtract_next"
+    previous = (v > thresh).to(x.dtype) if delayed else None  # s_{-1}, from v0 (0 when not given)
     for t, x_t in enumerate(x.unbind(1)):
         h, s = h_all[:, t], spikes[:, t]
-        torch.add(v.mul_(tau), x_t, out=h)  # v * tau rounded, then + x rounded: as the reference
+        if delayed:  # v is h_{t-1} (a view of h_all): not multiplied in place
+            torch.add(torch.mul(v, tau), x_t, out=h)
+            h.sub_(previous * thresh)
+            previous = s
+        else:
+            torch.add(v.mul_(tau), x_t, out=h)  # v * tau rounded, then + x rounded: as the reference
         torch.gt(h, thresh, out=s)  # for floats, h - thresh > 0 exactly when h > thresh
         v = _reset(h, s, thresh, spec)
         if bits is not None:
             pack_bits(s, out=bits[:, t])
-    return spikes, h_all, v
+    return spikes, h_all, (v.clone() if delayed else v)
 
 
 def _sum_to_param(total: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
@@ -72,8 +81,10 @@ def _sum_to_param(total: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 
 def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(), grad_v=None, v0=None,
-                       need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False):
+                       need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False, grad_h=None):
     """``(g_x, g_tau, g_thresh, g_v0)`` by the reverse-time scan of :mod:`snn.neuron` (None where not needed).
+
+    ``grad_h``: a gradient on the returned pre-reset potentials (a membrane loss), added to ``g_h[t]``.
 
     ``grad_spikes`` may be None (only the final potential is used). The two ``[B, T, N]`` terms are
     built in place in two buffers: each fresh tensor of that size costs page faults in glibc's
@@ -112,6 +123,8 @@ def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(
             else:
                 g_h.copy_(carry)  # dR/dh = 1
             g_h.add_(d_spike * surrogate[:, t])
+        if grad_h is not None:
+            g_h.add_(grad_h[:, t])
         carry = g_h * tau_p
     grad_tau = grad_thresh = grad_v0 = None
     if need_v0:
@@ -125,6 +138,7 @@ def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(
         carries = torch.empty_like(h32)  # c_t for every step: tau * g_h[t+1], then the final potential's gradient
         torch.mul(g_h[:, 1:], tau32, out=carries[:, :-1])
         carries[:, -1] = 0 if grad_v is None else grad_v.to(f32)
+    delayed = spec.reset == "subtract_next"
     if need_tau:
         v_prev = torch.empty_like(h32)
         v_prev[:, 0] = 0 if v0 is None else v0.detach().to(h_all.dtype).to(f32)
@@ -139,7 +153,13 @@ def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(
         else:
             d_spike = g_s32 - carries * thresh32
         total = -(d_spike * surrogate.to(f32))
-        if not hard:
+        if delayed:  # h_t holds - thresh * s_{t-1}
+            s_prev = torch.empty_like(s32)
+            s_prev[:, 1:] = s32[:, :-1]
+            v_first = torch.zeros_like(h_all[:, 0]) if v0 is None else v0.detach().to(h_all.dtype)
+            s_prev[:, 0] = (v_first > thresh_p).to(f32)  # s_{-1} exactly as the forward compared it
+            total = total - g_h * s_prev
+        elif not hard:
             total = total - carries * s32
         grad_thresh = _sum_to_param(total, thresh)
     return grad_x, grad_tau, grad_thresh, grad_v0
@@ -158,4 +178,63 @@ def _backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_
 # above: the `eager` backend, and what the `torch` backend runs off the CPU and under compilers,
 # tracers and torch.func (snn/lif_cpu.py).
 eager_core = register_lif_ops("eager", _forward, _backward)
-lif_torch = make_lif_function(eager_core, "lif_torch")
+
+
+class _CustomSurrogateLIF(torch.autograd.Function):
+    """The same two functions for a user's spike function (which an op schema cannot carry): plain
+    autograd, so no torch.compile/export/func support for a custom surrogate."""
+
+    @staticmethod
+    def forward(ctx, x, tau, thresh, v0, spec, time_major):
+        spikes, h_all, v = lif_torch_forward(x, _param(tau, x), _param(thresh, x), spec, v0, time_major)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(h_all, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.kinds = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars, ctx.spec = (tau, thresh), spec
+        ctx.mark_non_differentiable(h_all)
+        return spikes, v, h_all
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v, _grad_h):
+        h_all, *saved = ctx.saved_tensors
+        it = iter(saved)
+        tau, thresh, v0 = (next(it) if kind else scalar for kind, scalar in zip(ctx.kinds, (*ctx.scalars, None)))
+        if grad_spikes is None and grad_v is None:
+            return (None,) * 6
+        needs = ctx.needs_input_grad
+        grads = lif_torch_backward(grad_spikes, h_all, tau, thresh, ctx.spec, grad_v, v0, needs[1], needs[2], needs[3])
+        return (*grads, None, None)
+
+
+def _eager_or_custom_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
+    if not spec.custom:
+        return eager_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+    spikes, v, h = _CustomSurrogateLIF.apply(x, tau, thresh, v0, spec, time_major)
+    return spikes, (v if return_v else None), (h if return_h else None)
+
+
+class MembraneGradient(torch.autograd.Function):
+    """``h`` (a fused backend's pre-reset potentials) as a differentiable output: its backward is the
+    reverse scan above with the gradient injected at ``h`` (and none on the spikes); the spikes' and
+    the final potential's gradients come from the backend's own backward. Used by
+    :func:`snn.neuron.make_lif_function` for every backend that returns ``h`` without a gradient."""
+
+    @staticmethod
+    def forward(ctx, h, x, tau, thresh, v0, spec):
+        ctx.save_for_backward(h, *(t for t in (tau, thresh, v0) if isinstance(t, torch.Tensor)))
+        ctx.kinds = tuple(isinstance(t, torch.Tensor) for t in (tau, thresh, v0))
+        ctx.scalars, ctx.spec = (tau, thresh), spec
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        h, *saved = ctx.saved_tensors
+        it = iter(saved)
+        tau, thresh, v0 = (next(it) if kind else scalar for kind, scalar in zip(ctx.kinds, (*ctx.scalars, None)))
+        needs = ctx.needs_input_grad
+        g_x, g_tau, g_thresh, g_v0 = lif_torch_backward(None, h, tau, thresh, ctx.spec, None, v0, needs[2], needs[3],
+                                                        needs[4], grad_h=grad_h.to(h.dtype))
+        return None, g_x, g_tau, g_thresh, g_v0, None
+
+
+lif_torch = make_lif_function(_eager_or_custom_core, "lif_torch", accepts_custom_surrogate=True)

@@ -137,3 +137,47 @@ def layer_activity(model, images_u8: torch.Tensor, batch_size: int = 500) -> dic
 def format_rates(rates: dict[str, float]) -> str:
     """``lif1 12.3%  lif2 4.5%`` for the progress line."""
     return "  ".join(f"{name} {rate:.1%}" for name, rate in rates.items())
+
+
+class SpikeMonitor:
+    """Spike counts and firing rates of every :class:`~snn.layers.LIFSpike` in *any* network.
+
+    ``layer_activity`` above knows the two workloads' models (and their synaptic operations); this
+    works on any ``nn.Module`` holding our layers, by forward hooks::
+
+        with SpikeMonitor(model) as monitor:
+            model(x)                    # any number of calls, with or without gradients
+        monitor.firing_rates()          # {"lif1": 0.12, ...}: spikes / neuron-steps, per layer name
+
+    Counts are sums of the spike tensors (detached, fp64), so graded spikes count by their value.
+    The hooks are removed on leaving the ``with`` block.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        from snn.layers import LIFSpike
+
+        self.layers = {name or type(model).__name__: m for name, m in model.named_modules() if isinstance(m, LIFSpike)}
+        if not self.layers:
+            raise ValueError(f"SpikeMonitor: {type(model).__name__} holds no LIFSpike layer")
+        self.spikes = {name: 0.0 for name in self.layers}
+        self.neuron_steps = {name: 0 for name in self.layers}
+        self._handles = []
+
+    def _hook(self, name: str):
+        def record(_module, _inputs, output):
+            spikes = output.spikes if hasattr(output, "spikes") else output
+            self.spikes[name] += float(spikes.detach().double().sum())
+            self.neuron_steps[name] += spikes.numel()
+        return record
+
+    def __enter__(self) -> "SpikeMonitor":
+        self._handles = [layer.register_forward_hook(self._hook(name)) for name, layer in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def firing_rates(self) -> dict[str, float]:
+        return {name: self.spikes[name] / max(self.neuron_steps[name], 1) for name in self.layers}

@@ -15,6 +15,16 @@ Per neuron, over steps ``t = 0 .. T-1``, with ``v_{-1} = v0`` (zero unless given
     v_t = h_t * (1 - s_t) [+ v_reset * s_t]   reset="hard" (the ``+`` term only when v_reset != 0)
     v_t = h_t - thresh * s_t                  reset="soft" (subtract the threshold)
 
+and, for ``reset="subtract_next"`` (snnTorch's ``Leaky(reset_mechanism="subtract")``, whose reset
+uses the previous step's spike and is not decayed)::
+
+    h_t = (v_{t-1} * tau + x_t) - thresh * s_{t-1}     s_{-1} = (v_{-1} - thresh > 0), v_{-1} = v0 or 0
+    v_t = h_t                                          the state is the pre-reset potential
+
+The reset of ``subtract_next`` is always detached (``detach_reset=True`` is required: snnTorch
+detaches it and the kernels implement that case only). The returned final potential is then
+snnTorch's ``mem``, and a chunk continued from it recomputes ``s_{T-1}`` from it exactly.
+
 The outputs are the spikes ``s``, optionally the final potential ``v_{T-1}`` (to continue a
 sequence in the next call: chunked calls equal one call over the whole sequence) and optionally
 the pre-reset potentials ``h`` (for analysis). ``tau`` and ``thresh`` are Python numbers or tensors
@@ -28,9 +38,12 @@ The step has no useful derivative; ``ds/dh`` is replaced by a surrogate ``sg(z)`
     sigmoid    alpha * sig(alpha z) * (1 - sig(alpha z))            (default alpha 4)
     atan       (alpha / 2) / (1 + (pi/2 * alpha * z)**2)            (default alpha 2)
     rectangle  alpha if |z| < 0.5 / alpha else 0                    (default alpha 1)
+    fast_sigmoid  1 / (alpha * |z| + 1)**2                           (default alpha 25)
 
-These are SpikingJelly's definitions (``PiecewiseQuadratic``, ``Sigmoid``, ``ATan``, and the
-rectangular window), so models move between the libraries.
+The first four are SpikingJelly's definitions (``PiecewiseQuadratic``, ``Sigmoid``, ``ATan``, and
+the rectangular window; snnTorch's ``atan`` is the same formula), ``fast_sigmoid`` is snnTorch's
+(``surrogate.fast_sigmoid(slope=alpha)``), so models move between the libraries. ``surrogate`` may
+also be a *spike function* of your own (:func:`custom_surrogate_gradient`), on the backends that accept it.
 
 ``v_t`` reaches the loss through the next step only (``h_{t+1} = v_t * tau + x_{t+1}``) and, for
 the last step, through the returned final potential. Write ``c_t`` for the gradient arriving at
@@ -44,6 +57,11 @@ soft: ``-thresh``; **zero when detach_reset**: the reset then treats ``s_t`` as 
     g_x[t]  = g_h[t]                     c_{t-1} = tau * g_h[t]          g_v0 = tau * g_h[0]
     g_tau   = sum_{b,t} g_h[t] * v_{t-1}                               (v_{-1} = v0)
     g_thresh= sum_{b,t} -dL/ds_t * sg(z_t)  [- c_t * s_t  for reset="soft"]
+
+For ``reset="subtract_next"`` (detached) the state is ``v_t = h_t``, so ``dR/dh = 1``, ``dR/ds = 0``
+and the scan for ``g_x`` is the soft reset's detached one: ``g_h[t] = c_t + g_s[t] * sg(z_t)``. Its
+parameter gradients differ: ``g_tau = sum g_h[t] * h_{t-1}`` (``v0`` at t=0) and ``g_thresh = sum
+-g_s[t] * sg(z_t) - g_h[t] * s_{t-1}`` (the threshold subtracted at step t, undecayed).
 
 For the defaults (hard reset to 0, not detached) this is
 ``g_h[t] = c_t * (1 - s_t) + (g_s[t] - c_t * h_t) * sg(z_t)``: the ``-c_t * h_t * sg`` term is the
@@ -69,9 +87,11 @@ DEFAULT_TAU = 0.5
 DEFAULT_THRESH = 1.0
 DEFAULT_GAMMA = 1.0  # the triangle surrogate's alpha, called gamma in the seed
 
-RESETS = ("hard", "soft")
-# name -> (default alpha, integer id used by the Triton kernel's constexpr switch)
-SURROGATES = {"triangle": (1.0, 0), "sigmoid": (4.0, 1), "atan": (2.0, 2), "rectangle": (1.0, 3)}
+RESETS = ("hard", "soft", "subtract_next")
+# name -> (default alpha, integer id used by the kernels' switch)
+SURROGATES = {"triangle": (1.0, 0), "sigmoid": (4.0, 1), "atan": (2.0, 2), "rectangle": (1.0, 3),
+              "fast_sigmoid": (25.0, 4)}
+CUSTOM_SURROGATE = "custom surrogate"  # the feature name of a callable surrogate (snn/backends.py)
 TIME_DIMS = (0, 1)
 
 
@@ -80,7 +100,8 @@ class LIFSpec:
     """The static options of a LIF layer (hashable: one compiled kernel variant per spec).
 
     ``tau`` and ``thresh`` are not here: they may be tensors (per-neuron, learnable) and are passed
-    beside the spec. ``alpha=None`` means the surrogate's default (``SURROGATES``).
+    beside the spec. ``alpha=None`` means the surrogate's default (``SURROGATES``). ``surrogate`` is
+    a name of ``SURROGATES`` or a spike function (:func:`custom_surrogate_gradient`).
     """
 
     reset: str = "hard"
@@ -92,13 +113,21 @@ class LIFSpec:
     def __post_init__(self):
         if self.reset not in RESETS:
             raise ValueError(f"reset must be one of {', '.join(map(repr, RESETS))}, got {self.reset!r}")
-        if self.surrogate not in SURROGATES:
-            raise ValueError(f"surrogate must be one of {', '.join(map(repr, SURROGATES))}, got {self.surrogate!r}")
+        if isinstance(self.surrogate, type) and issubclass(self.surrogate, torch.autograd.Function):
+            object.__setattr__(self, "surrogate", self.surrogate.apply)
+        if not callable(self.surrogate) and self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {', '.join(map(repr, SURROGATES))} or a spike function "
+                             f"(z -> spikes, with its own backward), got {self.surrogate!r}")
         _check_finite("v_reset", self.v_reset)
-        if self.reset == "soft" and self.v_reset != 0.0:
-            raise ValueError("v_reset applies to reset='hard' only; a soft reset subtracts the threshold")
+        if self.reset != "hard" and self.v_reset != 0.0:
+            raise ValueError(f"v_reset applies to reset='hard' only; reset={self.reset!r} subtracts the threshold")
         if not isinstance(self.detach_reset, bool):
             raise TypeError(f"detach_reset must be a bool, got {type(self.detach_reset).__name__}")
+        if self.reset == "subtract_next" and not self.detach_reset:
+            raise ValueError("reset='subtract_next' (snnTorch's subtract reset) is implemented with the reset detached, "
+                             "as snnTorch detaches it: pass detach_reset=True")
+        if self.custom and self.alpha is not None:
+            raise ValueError("alpha applies to the named surrogates; a custom spike function carries its own parameters")
         if self.alpha is not None:
             _check_finite("alpha", self.alpha)
             if self.alpha <= 0:
@@ -107,8 +136,15 @@ class LIFSpec:
         object.__setattr__(self, "alpha", None if self.alpha is None else float(self.alpha))
 
     @property
-    def surrogate_alpha(self) -> float:
-        """``alpha`` with the surrogate's default filled in."""
+    def custom(self) -> bool:
+        """True when ``surrogate`` is a spike function of the user's (:func:`custom_surrogate_gradient`)."""
+        return callable(self.surrogate)
+
+    @property
+    def surrogate_alpha(self) -> float | None:
+        """``alpha`` with the surrogate's default filled in (None for a custom spike function)."""
+        if self.custom:
+            return None
         return SURROGATES[self.surrogate][0] if self.alpha is None else self.alpha
 
     @property
@@ -116,9 +152,36 @@ class LIFSpec:
         return SURROGATES[self.surrogate][1]
 
     @property
+    def surrogate_name(self) -> str:
+        """The surrogate's name, or the spike function's qualified name."""
+        if not self.custom:
+            return self.surrogate
+        fn = getattr(self.surrogate, "__self__", self.surrogate)  # Function.apply -> the Function
+        return getattr(fn, "__qualname__", type(fn).__qualname__)
+
+    @property
     def is_seed(self) -> bool:
         """True for the seed's neuron (hard reset to 0, not detached, triangle surrogate)."""
         return self.reset == "hard" and self.v_reset == 0.0 and not self.detach_reset and self.surrogate == "triangle"
+
+
+TAU_MEANING = ("tau is the decay factor per step here (h = v * tau + x), in [0, 1] (1 = no leak, the IF neuron); "
+               "from a time constant use tau = 1 - 1/tau_sj (SpikingJelly's tau) or exp(-dt/tau_m)")
+
+
+def check_tau_values(tau) -> None:
+    """Refuse a ``tau`` (number, or tensor values when not compiling) outside ``[0, 1]`` in one sentence."""
+    if isinstance(tau, torch.Tensor):
+        if torch.compiler.is_compiling() or tau.device.type == "meta" or tau.numel() == 0:
+            return
+        low, high = tau.detach().min().item(), tau.detach().max().item()
+        bad = low if not low >= 0.0 else (high if not high <= 1.0 else None)
+    else:
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or torch.compiler.is_compiling():
+            return  # (its type is checked where it is used; a traced SymFloat cannot be tested)
+        bad = None if 0.0 <= tau <= 1.0 else tau
+    if bad is not None:
+        raise ValueError(f"{TAU_MEANING}; got tau={bad}")
 
 
 def _check_finite(name: str, value) -> None:
@@ -136,6 +199,8 @@ def surrogate_gradient(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
     ``clamp(alpha - |z|, min=0) * (1 / alpha / alpha)``); the reference and the torch backend both
     call it, so their surrogates round identically. The Triton kernel mirrors it op for op.
     """
+    if spec.custom:
+        return custom_surrogate_gradient(z, spec.surrogate)
     alpha = spec.surrogate_alpha
     if spec.surrogate == "triangle":
         return (alpha - z.abs()).clamp(min=0) * (1.0 / alpha / alpha)
@@ -144,8 +209,32 @@ def surrogate_gradient(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
         return (1.0 - sig) * sig * alpha
     if spec.surrogate == "atan":
         return (alpha / 2) / (1 + (z * (math.pi / 2 * alpha)).square())
+    if spec.surrogate == "fast_sigmoid":
+        return 1.0 / (z.abs() * alpha + 1.0).square()
     # rectangle
     return (z.abs() < 0.5 / alpha).to(z.dtype) * alpha
+
+
+def custom_surrogate_gradient(z: torch.Tensor, spike_fn) -> torch.Tensor:
+    """``sg(z)`` of a user's spike function: the derivative its backward gives, element by element.
+
+    ``spike_fn(z)`` must be elementwise, return the Heaviside ``(z > 0)`` forward and carry the
+    surrogate in its backward (snnTorch's ``spike_grad`` convention: ``snntorch.surrogate.atan()``,
+    ``MyFunction.apply``, or any such callable). Checked here: a forward that is not the Heaviside
+    is refused, because the spikes every backend emits are ``(z > 0)``.
+    """
+    with torch.enable_grad():
+        leaf = z.detach().requires_grad_()
+        spikes = spike_fn(leaf)
+        if not isinstance(spikes, torch.Tensor) or spikes.shape != z.shape:
+            raise ValueError("a custom surrogate must map z to spikes of z's shape")
+        off_tie = z != 0  # SpikingJelly's spike functions fire at z >= 0: a tie is not a contradiction
+        if not torch.equal(spikes.detach().to(z.dtype)[off_tie], (z > 0).to(z.dtype)[off_tie]):
+            raise ValueError("a custom surrogate's forward must be the Heaviside (z > 0): the backward is what it defines")
+        if not spikes.requires_grad:
+            raise ValueError("a custom surrogate must carry a gradient (a backward of its own), got a constant")
+        (grad,) = torch.autograd.grad(spikes, leaf, torch.ones_like(spikes))
+    return grad.to(z.dtype)
 
 
 class LIFOutput(NamedTuple):
@@ -179,6 +268,8 @@ def neuron_shape_param(value, name: str, x: torch.Tensor):
             raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
         return value
     _check_finite(name, value)
+    if name == "tau":
+        check_tau_values(value)
     return value if isinstance(value, (float, torch.SymFloat)) else float(value)
 
 
@@ -213,8 +304,66 @@ def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) ->
     return spec
 
 
-def make_lif_function(core, name: str):
+def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spikes: torch.Tensor) -> torch.Tensor:
+    """The pre-reset potentials ``h`` of ``x [B, T, ...]`` as a differentiable function of ``x``,
+    ``tau``, ``thresh`` and ``v0``, given the spikes the forward emitted.
+
+    The forward recurrence again under autograd, with each spike a constant of the forward's value
+    whose derivative is the surrogate (``s + sg(z) * (z - z.detach())``, where the reset uses it):
+    the graph of the reference loop, so ``dL/dh`` reaches every input as in the reference. The fused
+    kernels take no gradient on ``h``; :func:`make_lif_function` adds the eager backend's reverse scan
+    (``snn.lif_torch.MembraneGradient``) beside them when ``return_h`` is asked for with a gradient,
+    and this autograd scan where that cannot run (torch.compile, torch.func).
+    """
+    tau = tau.to(x.dtype) if isinstance(tau, torch.Tensor) else tau
+    thresh = thresh.to(x.dtype) if isinstance(thresh, torch.Tensor) else thresh
+    spikes = spikes.detach()
+    v = torch.zeros_like(x[:, 0]) if v0 is None else v0.to(x.dtype)
+    previous = (v.detach() - thresh > 0).to(x.dtype)
+    potentials = []
+    for t, x_t in enumerate(x.unbind(1)):
+        h = v * tau + x_t
+        if spec.reset == "subtract_next":
+            h = h - previous * thresh
+        potentials.append(h)
+        s = spikes[:, t].to(x.dtype)
+        if spec.reset == "subtract_next":
+            previous, v = s, h
+            continue
+        if not spec.detach_reset:
+            z = h - thresh
+            s = s + surrogate_gradient(z.detach(), spec) * (z - z.detach())
+        if spec.reset == "soft":
+            v = h - s * thresh
+        else:
+            v = (1 - s) * h
+            if spec.v_reset != 0.0:
+                v = v + s * spec.v_reset
+    return torch.stack(potentials, dim=1)
+
+
+def _differentiable_h(h, x, tau, thresh, spec: LIFSpec, v0, spikes):
+    """A backend's ``h`` with the gradient of :func:`membrane_with_gradient`: by the eager backend's
+    reverse scan (snn.lif_torch.MembraneGradient, imported here because this module imports nothing
+    of the project at load) in plain eager mode, by the autograd scan under compilers and transforms."""
+    from snn.ops import _plain_eager
+
+    if _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0):
+        from snn.lif_torch import MembraneGradient
+
+        return MembraneGradient.apply(h.detach().to(x.dtype), x, tau, thresh, v0, spec).to(h.dtype)
+    scan = membrane_with_gradient(x, tau, thresh, spec, v0, spikes)  # the kernel's values, the scan's gradient
+    return h.detach() + (scan - scan.detach()).to(h.dtype)
+
+
+def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h_has_gradient: bool = False):
     """The public signature every backend shares, around ``core``.
+
+    ``h_has_gradient``: ``core`` returns ``h`` with its gradient (the reference); for the others a
+    requested ``h`` gets it from :func:`membrane_with_gradient`.
+
+    ``accepts_custom_surrogate``: whether ``core`` takes a spec whose surrogate is a spike function
+    (the eager and reference backends); the others refuse it in one sentence.
 
     ``core(x, tau, thresh, spec, v0, return_v, return_h, time_major) -> (spikes, v, h)`` sees ``x``
     as ``[B, T, ...]`` (time on dim 1, any strides), ``tau``/``thresh`` as floats or tensors
@@ -268,6 +417,8 @@ def make_lif_function(core, name: str):
                     raise ValueError(f"v0 of shape {tuple(v0.shape)} does not broadcast to one step's shape {step_shape}") from None
                 if v0.device != x.device:
                     raise ValueError(f"v0 is on {v0.device} but the input is on {x.device}")
+            if spec.custom and not accepts_custom_surrogate:
+                raise ValueError("a custom surrogate (a spike function) runs on the eager and reference backends only")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{name}: {exc}") from None
         if x_bt.shape[1] == 0:  # no time steps: nothing fires, the state is the initial one (every backend alike)
@@ -276,6 +427,9 @@ def make_lif_function(core, name: str):
             h = spikes.detach() if return_h else None
         else:
             spikes, v, h = core(x_bt, tau, thresh, spec, v0, bool(return_v), bool(return_h), time_dim == 0)
+            if return_h and not h_has_gradient and torch.is_grad_enabled() and any(
+                    isinstance(t, torch.Tensor) and t.requires_grad for t in (x_bt, tau, thresh, v0)):
+                h = _differentiable_h(h, x_bt, tau, thresh, spec, v0, spikes)
         if time_dim == 0:
             spikes = spikes.transpose(0, 1)
             h = None if h is None else h.transpose(0, 1)
@@ -290,10 +444,12 @@ def make_lif_function(core, name: str):
         ``{name}`` implements the neuron specified in :mod:`snn.neuron` (read it for the math).
         ``tau``/``thresh``: numbers, or tensors broadcastable over the neuron dims (learnable when they
         require grad). ``gamma`` is the seed's name for the triangle surrogate's ``alpha``. Options:
-        ``reset`` ("hard"/"soft"), ``v_reset``, ``detach_reset``, ``surrogate``
-        ("triangle"/"sigmoid"/"atan"/"rectangle"), ``alpha``; or all of them as ``spec=LIFSpec(...)``.
+        ``reset`` ("hard"/"soft"/"subtract_next"), ``v_reset``, ``detach_reset``, ``surrogate``
+        ("triangle"/"sigmoid"/"atan"/"rectangle"/"fast_sigmoid", or a spike function on the eager
+        and reference backends), ``alpha``; or all of them as ``spec=LIFSpec(...)``.
         ``v0``: initial potential (one step's shape). Returns the spikes, or ``LIFOutput(spikes, v, h)``
-        when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set.
+        when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set; both are
+        differentiable (a membrane-potential loss on ``h`` works on every backend).
         """
     )
     return lif

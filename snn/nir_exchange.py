@@ -229,8 +229,11 @@ def _export_layers(layers, shape: tuple[int, ...], dt: float) -> list[tuple[str,
 
 def _check_exportable(layer: LIFSpike, where: str) -> None:
     spec: LIFSpec = layer.spec
-    if spec.reset == "soft":
-        raise NIRExchangeError(f"{where}: reset='soft' (subtract the threshold) has no NIR node: NIR's LIF and IF reset to v_reset.")
+    if spec.reset != "hard":
+        raise NIRExchangeError(f"{where}: reset={spec.reset!r} (subtract the threshold) has no NIR node: NIR's LIF and IF "
+                               "reset to v_reset.")
+    if getattr(layer, "input_scale", 1.0) != 1.0:
+        raise NIRExchangeError(f"{where}: input_scale={layer.input_scale} is not exported; fold it into the layer before.")
     if layer.time_dim != 1:
         raise NIRExchangeError(f"{where}: export layers with time_dim=1 ([B, T, ...]) so the graph's layout is known.")
 

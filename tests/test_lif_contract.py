@@ -35,7 +35,10 @@ SPECS = [
     for (reset, v_reset), detach, surrogate in itertools.product(
         [("hard", 0.0), ("hard", -0.25), ("soft", 0.0)], [False, True], ["triangle", "sigmoid", "atan", "rectangle"]
     )
-]
+] + [
+    # snnTorch's Leaky: its subtract reset (previous step's spike, detached) and its fast_sigmoid surrogate
+    LIFSpec("subtract_next", 0.0, True, surrogate) for surrogate in ("triangle", "atan", "fast_sigmoid")
+] + [LIFSpec("hard", 0.0, False, "fast_sigmoid"), LIFSpec("soft", 0.0, True, "fast_sigmoid")]
 SPEC_IDS = [f"{s.reset}{'' if s.v_reset == 0 else s.v_reset}-{'detach' if s.detach_reset else 'attach'}-{s.surrogate}" for s in SPECS]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ["contiguous", "time_major", "stride0", "strided"]

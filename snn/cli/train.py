@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "gradients, far fewer saved bytes, more time; README 'Memory'); default: plain")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
-    neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s")
+    neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s; subtract_next: snnTorch's subtract reset (with --detach-reset)")
     neuron.add_argument("--v-reset", type=bounded(float, -MAX_NEURON_VALUE, MAX_NEURON_VALUE), default=0.0,
                         help=f"potential after a hard reset, -{MAX_NEURON_VALUE:g}..{MAX_NEURON_VALUE:g} (default: 0)")
     neuron.add_argument("--detach-reset", action="store_true", help="no gradient through the reset's use of the spike")

@@ -38,7 +38,9 @@
 int lif_tile(void) { return TILE; }
 
 enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
-enum { SG_TRIANGLE = 0, SG_SIGMOID = 1, SG_ATAN = 2, SG_RECTANGLE = 3 };
+enum { SG_TRIANGLE = 0, SG_SIGMOID = 1, SG_ATAN = 2, SG_RECTANGLE = 3, SG_FAST_SIGMOID = 4, N_SG };
+/* reset codes of the backward (the forward's mode adds 1 for a hard reset to v_reset) */
+enum { RS_HARD = 0, RS_SOFT = 1, RS_NEXT = 2 };
 /* rows of the parameter array */
 enum { P_TAU_MUL = 0, P_TAU32, P_TH_CMP, P_TH_MUL, P_TH32, PARAM_ROWS };
 
@@ -97,6 +99,10 @@ INLINE float surrogate(const int dt, const int sg, float z, const SurrogateConst
         float d = R(dt, 1.0f + R(dt, q * q));
         return R(dt, R(dt, 1.0f / d) * k->c2);
     }
+    if (sg == SG_FAST_SIGMOID) { /* 1 / (|z| * alpha + 1)**2: torch's 1.0 / t is reciprocal(t) * 1 */
+        float d = R(dt, R(dt, fabsf(z) * k->a_mul) + 1.0f);
+        return R(dt, 1.0f / R(dt, d * d));
+    }
     return fabsf(z) < k->c1 ? R(dt, k->a_mul) : 0.0f;
 }
 
@@ -109,7 +115,8 @@ static void fill_params(float (*p)[TILE], const float *params, int64_t n_param, 
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-/* mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset */
+/* mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset, 3 subtract_next (v = h; the next
+ * step subtracts thresh where v > thresh) */
 INLINE void fwd_tile(const int dt, const int contig, const int mode, const int pn, int64_t T, int64_t w,
                      const char *x, int64_t xst, int64_t xsn, char *s, char *h, int64_t ost, int64_t osn,
                      float *v, const float *tau, const float *th, float vr) {
@@ -123,19 +130,21 @@ INLINE void fwd_tile(const int dt, const int contig, const int mode, const int p
             for (int64_t j = 0; j < w; j++) {
                 const float tj = tau[pn ? j : 0], thj = th[pn ? j : 0];
                 float hv = R(dt, R(dt, v[j] * tj) + LD(dt, xt, j * xsn));
+                if (mode == 3) hv = R(dt, hv - (v[j] > thj ? thj : 0.0f));
                 float sv = hv > thj ? 1.0f : 0.0f; /* R(h - thresh) > 0 exactly when h > thresh */
                 ST(dt, st, j * osn, sv);
                 ST(dt, ht, j * osn, hv);
-                float nv = mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
+                float nv = mode == 3 ? hv : mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
                 v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
             }
         } else {
             for (int64_t j = 0; j < w; j++) {
                 const float tj = tau[pn ? j : 0], thj = th[pn ? j : 0];
                 float hv = R(dt, R(dt, v[j] * tj) + LD(dt, xt, j * xsn));
+                if (mode == 3) hv = R(dt, hv - (v[j] > thj ? thj : 0.0f));
                 float sv = hv > thj ? 1.0f : 0.0f;
                 ST(dt, st, j * osn, sv);
-                float nv = mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
+                float nv = mode == 3 ? hv : mode == 2 ? R(dt, hv - sv * thj) : hv * (1.0f - sv);
                 v[j] = mode == 1 ? R(dt, nv + sv * vr) : nv;
             }
         }
@@ -193,20 +202,21 @@ typedef void (*FwdTileFn)(const FwdArgs *, int64_t);
 #define DEF_FWD(DT, C, M, PN) \
     static void fwd_##DT##_##C##_##M##_##PN(const FwdArgs *a, int64_t t) { fwd_one_tile(DT, C, M, PN, a, t); }
 #define DEF_FWD_P(DT, C, M) DEF_FWD(DT, C, M, 0) DEF_FWD(DT, C, M, 1)
-#define DEF_FWD_M(DT, C) DEF_FWD_P(DT, C, 0) DEF_FWD_P(DT, C, 1) DEF_FWD_P(DT, C, 2)
+#define DEF_FWD_M(DT, C) DEF_FWD_P(DT, C, 0) DEF_FWD_P(DT, C, 1) DEF_FWD_P(DT, C, 2) DEF_FWD_P(DT, C, 3)
 /* strided neurons (rare) read the parameter rows per neuron whatever they hold: fewer variants to build */
-#define DEF_FWD_STRIDED(DT) DEF_FWD(DT, 0, 0, 1) DEF_FWD(DT, 0, 1, 1) DEF_FWD(DT, 0, 2, 1)
+#define DEF_FWD_STRIDED(DT) DEF_FWD(DT, 0, 0, 1) DEF_FWD(DT, 0, 1, 1) DEF_FWD(DT, 0, 2, 1) DEF_FWD(DT, 0, 3, 1)
 #define DEF_FWD_C(DT) DEF_FWD_STRIDED(DT) DEF_FWD_M(DT, 1)
 DEF_FWD_C(DT_F32) DEF_FWD_C(DT_BF16) DEF_FWD_C(DT_F16)
 #define ROW_FWD_P(DT, C, M) { fwd_##DT##_##C##_##M##_0, fwd_##DT##_##C##_##M##_1 }
 #define ROW_FWD_S(DT, M) { fwd_##DT##_0_##M##_1, fwd_##DT##_0_##M##_1 }
-#define ROW_FWD_C(DT) { { ROW_FWD_S(DT, 0), ROW_FWD_S(DT, 1), ROW_FWD_S(DT, 2) }, \
-                        { ROW_FWD_P(DT, 1, 0), ROW_FWD_P(DT, 1, 1), ROW_FWD_P(DT, 1, 2) } }
-static const FwdTileFn FWD[3][2][3][2] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
+#define ROW_FWD_C(DT) { { ROW_FWD_S(DT, 0), ROW_FWD_S(DT, 1), ROW_FWD_S(DT, 2), ROW_FWD_S(DT, 3) }, \
+                        { ROW_FWD_P(DT, 1, 0), ROW_FWD_P(DT, 1, 1), ROW_FWD_P(DT, 1, 2), ROW_FWD_P(DT, 1, 3) } }
+static const FwdTileFn FWD[3][2][4][2] = { ROW_FWD_C(DT_F32), ROW_FWD_C(DT_BF16), ROW_FWD_C(DT_F16) };
 
-/* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset. Returns 0, or -1 for a bad dt. */
+/* dt: DT_*; mode: 0 hard reset to 0, 1 hard reset to v_reset, 2 soft reset, 3 subtract_next.
+ * Returns 0, or -1 for a bad dt. */
 int lif_forward(int dt, int mode, const FwdArgs *a, int nthreads) {
-    if (dt < 0 || dt > 2 || mode < 0 || mode > 2) return -1;
+    if (dt < 0 || dt > 2 || mode < 0 || mode > 3) return -1;
     const FwdTileFn f = FWD[dt][a->xsn == 1 && a->osn == 1][mode][a->n_param != 1];
     const int64_t ntiles = a->B * ((a->N + TILE - 1) / TILE);
 #pragma omp parallel for schedule(static) num_threads(threads_for(a->B * a->T * a->N, nthreads))
@@ -231,10 +241,11 @@ typedef struct {
     float v_reset_fwd;                        /* rounded to the dtype, as the forward adds it */
     int detach;
     SurrogateConsts k;
-    int sg, soft;                             /* surrogate and reset: read by the strided variant */
+    int sg, soft;                             /* surrogate and reset (RS_*): read by the strided variant */
 } BwdArgs;
 
-/* One reverse step over a tile. has_carry: 0 at the last step when nothing reaches v_{T-1}. */
+/* One reverse step over a tile. has_carry: 0 at the last step when nothing reaches v_{T-1}.
+ * soft: RS_*; RS_NEXT (always detached, dR/dh = 1) takes the soft reset's detached path. */
 INLINE void bwd_step(const int dt, const int contig, const int sg, const int soft, int has_carry, int detach,
                      int has_vr, int64_t w, const char *gs, int64_t gsn, const float *h, char *gx, int64_t gxsn,
                      float *c, float (*p)[TILE], float vr, const SurrogateConsts *k) {
@@ -270,12 +281,14 @@ static void bwd_param_step(const int dt, const int sg, const int soft, const Bwd
         float z = R(dt, hv - p[P_TH_CMP][j]);
         float s = z > 0.0f ? 1.0f : 0.0f;
         float c = t == T - 1 ? (a->gv ? LD(dt, a->gv, b * a->gvsb + n * a->gvsn) : 0.0f) : ghprev[j] * p[P_TAU32][j];
+        /* the previous step's h (v0 at t = 0) and spike */
+        const float v0j = a->v0 ? LD(dt, a->v0, b * a->v0sb + n * a->v0sn) : 0.0f;
+        const float hp = t == 0 ? v0j : hb[(t - 1) * w + j];
+        const float sp = R(dt, hp - p[P_TH_CMP][j]) > 0.0f ? 1.0f : 0.0f;
         if (acc_tau) {
             float vp;
-            if (t == 0) vp = a->v0 ? LD(dt, a->v0, b * a->v0sb + n * a->v0sn) : 0.0f;
+            if (t == 0 || soft == RS_NEXT) vp = hp; /* v0, or subtract_next's v = h */
             else {
-                float hp = hb[(t - 1) * w + j];
-                float sp = R(dt, hp - p[P_TH_CMP][j]) > 0.0f ? 1.0f : 0.0f;
                 vp = soft ? hp - sp * p[P_TH32][j] : hp * (1.0f - sp);
                 if (!soft && a->v_reset != 0.0f) vp = vp + sp * a->v_reset;
             }
@@ -285,7 +298,8 @@ static void bwd_param_step(const int dt, const int sg, const int soft, const Bwd
             float sgv = surrogate(dt, sg, z, &a->k);
             float d = a->detach ? g : soft ? g - c * p[P_TH32][j] : g - c * (hv - a->v_reset);
             float tot = -(d * sgv);
-            if (soft) tot = tot - c * s;
+            if (soft == RS_SOFT) tot = tot - c * s;
+            if (soft == RS_NEXT) tot = tot - gh * sp; /* h_t holds - thresh * s_{t-1} */
             acc_th[j] += tot;
         }
         ghprev[j] = gh;
@@ -307,9 +321,10 @@ INLINE void recompute_h(const int dt, const int contig, const int soft, const Bw
         float *ht = hb + t * w;
         for (int64_t j = 0; j < w; j++) {
             float hv = R(dt, R(dt, v[j] * tau[j]) + LD(dt, xt, j * xsn));
+            if (soft == RS_NEXT) hv = R(dt, hv - (v[j] > th[j] ? th[j] : 0.0f));
             float sv = hv > th[j] ? 1.0f : 0.0f;
             ht[j] = hv;
-            float nv = soft ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
+            float nv = soft == RS_NEXT ? hv : soft ? R(dt, hv - sv * th[j]) : hv * (1.0f - sv);
             v[j] = (!soft && has_vr) ? R(dt, nv + sv * vr) : nv;
         }
     }
@@ -348,27 +363,30 @@ INLINE void bwd_one_tile(const int dt, const int contig, const int sg, const int
 }
 
 typedef void (*BwdTileFn)(const BwdArgs *, int64_t, float *);
-/* contiguous neurons: specialised per (dtype, surrogate, reset) */
+/* contiguous neurons: specialised per (dtype, surrogate, hard/soft reset); subtract_next runs the generic
+ * variant below (specialising it too cost ~40 % more build time for one reset mode) */
 #define DEF_BWD(DT, SG, SOFT) \
     static void bwd_##DT##_##SG##_##SOFT(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 1, SG, SOFT, a, t, hb); }
 #define DEF_BWD_S(DT, SG) DEF_BWD(DT, SG, 0) DEF_BWD(DT, SG, 1)
-#define DEF_BWD_SG(DT) DEF_BWD_S(DT, 0) DEF_BWD_S(DT, 1) DEF_BWD_S(DT, 2) DEF_BWD_S(DT, 3)
+#define DEF_BWD_SG(DT) DEF_BWD_S(DT, 0) DEF_BWD_S(DT, 1) DEF_BWD_S(DT, 2) DEF_BWD_S(DT, 3) DEF_BWD_S(DT, 4)
 DEF_BWD_SG(DT_F32) DEF_BWD_SG(DT_BF16) DEF_BWD_SG(DT_F16)
 #define ROW_BWD_S(DT, SG) { bwd_##DT##_##SG##_0, bwd_##DT##_##SG##_1 }
-#define ROW_BWD_SG(DT) { ROW_BWD_S(DT, 0), ROW_BWD_S(DT, 1), ROW_BWD_S(DT, 2), ROW_BWD_S(DT, 3) }
-static const BwdTileFn BWD[3][4][2] = { ROW_BWD_SG(DT_F32), ROW_BWD_SG(DT_BF16), ROW_BWD_SG(DT_F16) };
-/* strided neurons (rare: e.g. x[..., ::2]): one variant per dtype, surrogate and reset chosen per element */
+#define ROW_BWD_SG(DT) { ROW_BWD_S(DT, 0), ROW_BWD_S(DT, 1), ROW_BWD_S(DT, 2), ROW_BWD_S(DT, 3), ROW_BWD_S(DT, 4) }
+static const BwdTileFn BWD[3][N_SG][2] = { ROW_BWD_SG(DT_F32), ROW_BWD_SG(DT_BF16), ROW_BWD_SG(DT_F16) };
+/* strided neurons (rare: e.g. x[..., ::2]) and subtract_next: one variant per dtype, surrogate and reset
+ * chosen per element */
 #define DEF_BWD_GENERIC(DT) \
     static void bwd_##DT##_generic(const BwdArgs *a, int64_t t, float *hb) { bwd_one_tile(DT, 0, a->sg, a->soft, a, t, hb); }
 DEF_BWD_GENERIC(DT_F32) DEF_BWD_GENERIC(DT_BF16) DEF_BWD_GENERIC(DT_F16)
 static const BwdTileFn BWD_GENERIC[3] = { bwd_DT_F32_generic, bwd_DT_BF16_generic, bwd_DT_F16_generic };
 
-/* dt: DT_*; sg: SG_*; soft: reset="soft". Returns 0, or -1 for a bad argument. */
+/* dt: DT_*; sg: SG_*; soft: RS_* (the reset). Returns 0, or -1 for a bad argument. */
 int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
-    if (dt < 0 || dt > 2 || sg < 0 || sg > 3) return -1;
+    if (dt < 0 || dt > 2 || sg < 0 || sg >= N_SG || soft < RS_HARD || soft > RS_NEXT) return -1;
     const int contig = a->gsn == 1 && a->xsn == 1 && a->gxsn == 1;
-    if (a->sg != sg || a->soft != (soft != 0)) return -1;
-    const BwdTileFn f = contig ? BWD[dt][sg][soft != 0] : BWD_GENERIC[dt];
+    if (a->sg != sg || a->soft != soft) return -1;
+    if (soft == RS_NEXT && !a->detach) return -1; /* subtract_next is implemented detached (snn/neuron.py) */
+    const BwdTileFn f = contig && soft != RS_NEXT ? BWD[dt][sg][soft] : BWD_GENERIC[dt];
     const int64_t B = a->B, N = a->N, ntiles = B * ((N + TILE - 1) / TILE);
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(B * a->T * N, nthreads)) reduction(|| : failed)
