@@ -220,7 +220,7 @@ def test_memory_option_is_checked():
 # ---- the switch: train.py --memory ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["mlp", "csnn"])
+@pytest.mark.parametrize("model", ["mlp", pytest.param("csnn", marks=pytest.mark.slow)])
 def test_train_py_memory_low_trains_the_same_weights(model, mnist_dir, tmp_path):
     """One epoch on 200 images: --memory low ends with the plain run's weights to the bit; its
     checkpoint records the mode and loads as a model either way."""
