@@ -175,8 +175,8 @@ def _backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_
 
 
 # The registered operators snn::lif_fwd_eager / snn::lif_bwd_eager (snn/ops.py) around the two functions
-# above: the `eager` backend, and what the `torch` backend runs off the CPU and under compilers,
-# tracers and torch.func (snn/lif_cpu.py).
+# above: the `eager` backend, and what the `torch` backend runs off the CPU and under torch.export,
+# make_fx and torch.func (snn/lif_cpu.py; under torch.compile on the CPU it runs the fused C op).
 eager_core = register_lif_ops("eager", _forward, _backward)
 
 
