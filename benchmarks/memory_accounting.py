@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from benchmarks.test_csnn import spikingjelly_csnn  # SpikingJelly's own CSNN, tensorboard stubbed
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -66,21 +68,6 @@ def saved_bytes(model: torch.nn.Module, forward: Callable[[], torch.Tensor], inp
 # ----------------------------------------------------------------------------------------------
 # the contenders: (model, forward(images) -> scores, after-step hook)
 # ----------------------------------------------------------------------------------------------
-
-
-def spikingjelly_csnn(channels: int, time_steps: int):
-    """SpikingJelly's own CSNN (its Fashion-MNIST tutorial's class; tensorboard stubbed where missing)."""
-    import types
-
-    try:
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("torch.utils.tensorboard")
-        stub.SummaryWriter = None
-        sys.modules["torch.utils.tensorboard"] = stub
-    from spikingjelly.activation_based.examples.conv_fashion_mnist import CSNN
-
-    return CSNN(T=time_steps, channels=channels)
 
 
 def spikingjelly_memopt(model, batch: int, dtype=torch.float32):
