@@ -95,3 +95,16 @@ def test_a_folder_as_checkpoint_gets_the_same_sentence_from_every_rank(tmp_path)
     assert errors == [f"error: the checkpoint {folder} is a folder; pass a file path."], result.stderr[-3000:]
     # torchrun prints its own ChildFailedError traceback for a rank that exits non-zero; none from our code
     assert not [line for line in result.stderr.splitlines() if line.strip().startswith("File") and "/snn/" in line]
+
+
+def test_low_memory_under_torchrun_trains_the_plain_runs_weights_to_the_bit(two_ranks, mnist_dir, tmp_path):
+    """--memory low under torchrun: the same gradients on every rank, so the same weights as the plain 2-rank run."""
+    folder, _ = two_ranks
+    proc = torchrun(["--data-dir", str(mnist_dir), "--checkpoint", str(tmp_path / "low.pth"), "--batch-size", "64",
+                     "--memory", "low", *COMMON])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in proc.stdout
+    low, plain = load_checkpoint(tmp_path / "low.last.pth"), load_checkpoint(folder / "ddp.last.pth")
+    assert low["config"]["memory"] == "low" and plain["config"].get("memory", "plain") == "plain"
+    for key, value in plain["model_state"].items():
+        assert torch.equal(low["model_state"][key], value), key
