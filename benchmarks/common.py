@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -382,3 +383,15 @@ class Collector:
 
 
 RESULTS = Collector()
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], reps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Time each of ``calls`` once per round, in turn, for ``reps`` rounds (so a drifting machine
+    slows every contender alike); returns ``(median seconds, all times)`` by name."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}, times

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn import LIFSpike, TimeDistributed, direct_encode
+from benchmarks.common import interleaved_times
 
 
 # ---- snnTorch tutorials 5 and 6 -------------------------------------------------------------------
@@ -193,13 +193,7 @@ def main(argv=None) -> None:
         for step in steps.values():  # compile and warm up
             step(), step()
         warm = time.perf_counter() - start
-        times = {k: [] for k in steps}
-        for _ in range(args.reps):
-            for k, step in steps.items():
-                t0 = time.perf_counter()
-                step()
-                times[k].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med, _ = interleaved_times(steps, args.reps)
         cells = " | ".join(f"{k} {1e3 * med[k]:.1f} ms" for k in steps)
         print(f"{name} (batch {images.shape[0]}): {cells} || ours compiled / ours eager "
               f"{med['ours eager'] / med['ours compiled']:.2f}x faster, ours compiled vs peer compiled "

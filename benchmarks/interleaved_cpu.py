@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
 
 from benchmarks.contenders import seed_lif
 from snn.lif_cpu import lif_torch_fused
+from benchmarks.common import interleaved_times
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -49,13 +49,7 @@ def main(argv=None) -> None:
                 calls[f"{name} fwd+bwd"] = lambda fn=fn: torch.autograd.grad(fn(x), x, g)
             for call in calls.values():  # compile, build, warm up
                 call(), call()
-            times = {name: [] for name in calls}
-            for _ in range(args.reps):
-                for name, call in calls.items():
-                    start = time.perf_counter()
-                    call()
-                    times[name].append(time.perf_counter() - start)
-            med = {name: statistics.median(v) for name, v in times.items()}
+            med, times = interleaved_times(calls, args.reps)
             cells = " | ".join(f"{name} {1e3 * med[name]:.3f} ms (min {1e3 * min(times[name]):.3f})" for name in calls)
             print(f"B={shape[0]} T={shape[1]} N={shape[2]} {str(dtype).removeprefix('torch.')}: {cells} || ours vs compile "
                   f"(median): fwd {med['compile fwd'] / med['ours fwd']:.2f}x, fwd+bwd {med['compile fwd+bwd'] / med['ours fwd+bwd']:.2f}x",

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
 from torch import nn
 
 from snn.time_distributed import TimeDistributed
+from benchmarks.common import interleaved_times
 
 
 def main(argv=None) -> None:
@@ -44,13 +44,7 @@ def main(argv=None) -> None:
             calls[chunk] = lambda td=td: td(x).sum().backward()
         for call in calls.values():
             call()
-        times = {k: [] for k in calls}
-        for _ in range(args.reps):
-            for k, call in calls.items():
-                start = time.perf_counter()
-                call()
-                times[k].append(time.perf_counter() - start)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med, _ = interleaved_times(calls, args.reps)
         cells = ", ".join(f"{k}: {1e3 * med[k]:.1f} ms" for k in calls)
         print(f"{name}: {cells}", flush=True)
     print(f"load average after {os.getloadavg()}")
