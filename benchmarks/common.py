@@ -9,7 +9,7 @@ Per neuron-step, for an input of ``e`` bytes per element (4 fp32, 2 bf16), the m
     backward          read grad_s and the state, write grad_x  3e   (12 B fp32, 6 B bf16)
     forward+backward                                           6e   (24 B fp32, 12 B bf16)
 
-These are the counts in ``kernels/lif.py``; achieved GB/s is this count divided by the median
+These are the counts in ``kernels/lif/triton_launch.py``; achieved GB/s is this count divided by the median
 time, and is compared with a device-to-device copy (2 x bytes per copy) measured in the same run.
 """
 
@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from snn.lif import DEFAULT_GAMMA, DEFAULT_TAU, DEFAULT_THRESH
+from snn.lif.reference import DEFAULT_GAMMA, DEFAULT_TAU, DEFAULT_THRESH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -259,7 +259,7 @@ def threshold_ties(x: torch.Tensor) -> torch.Tensor:
     """Neurons ``[B, N]`` whose fp32 pre-reset potential equals the threshold exactly at some step.
 
     Only there can a ``>=`` threshold (SpikingJelly) and our strict ``>`` disagree. The recurrence
-    is the one in ``snn.lif`` (``h = v * tau + x``; ``v = h * (1 - s)``), evaluated in fp32.
+    is the one in ``snn.lif.reference`` (``h = v * tau + x``; ``v = h * (1 - s)``), evaluated in fp32.
     """
     x = x.float()
     v = torch.zeros_like(x[:, 0])

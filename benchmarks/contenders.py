@@ -1,18 +1,18 @@
-"""The LIF contenders, all computing ``snn.lif.lif_reference``'s function on the same inputs.
+"""The LIF contenders, all computing ``snn.lif.reference.lif_reference``'s function on the same inputs.
 
 ====  ====================  ====================================================================
 key   contender             notes
 ====  ====================  ====================================================================
-c1    eager ``x[:, t]``     ``snn.lif.lif_reference``, the seed-faithful loop (the definition)
-c2    eager ``unbind``      ``snn.lif.lif_reference_unbind``
+c1    eager ``x[:, t]``     ``snn.lif.reference.lif_reference``, the seed-faithful loop (the definition)
+c2    eager ``unbind``      ``snn.lif.reference.lif_reference_unbind``
 c3    ``torch.compile``     of the seed's LIF as the seed wrote it (:func:`seed_lif`: the loop with
                             its ``ZIF`` ``autograd.Function``, which Dynamo traces and Inductor fuses;
                             default mode, ``dynamic=False``, one compilation per shape and dtype,
                             done before timing)
-c3b   our eager backend     ``snn.lif_torch.lif_torch`` (plain PyTorch, hand-written backward; backend
+c3b   our eager backend     ``snn.lif.eager.lif_torch`` (plain PyTorch, hand-written backward; backend
                             ``eager``, what ``torch`` ran on the CPU before the fused kernel)
-c3c   our torch backend     ``snn.lif_cpu.lif_torch_fused``: the fused C kernel on CPU tensors
-                            (``snn/csrc/lif_cpu.c``; built once before timing, not timed)
+c3c   our torch backend     ``snn.kernels.lif.cpu_launch.lif_torch_fused``: the fused C kernel on CPU tensors
+                            (``kernels/lif/lif_cpu.c``; built once before timing, not timed)
 c4    Triton (ours)         ``kernels.lif_spike``; on CPU it runs in the Triton interpreter, so it
                             is checked for correctness there but never timed
 c5    SpikingJelly          multi-step ``LIFNode``, ``triton`` and ``cupy`` backends, CUDA only
@@ -54,9 +54,9 @@ from typing import Callable
 import torch
 
 from benchmarks.common import GAMMA, TAU, THRESH
-from snn.lif import lif_reference, lif_reference_unbind
-from snn.lif_cpu import lif_torch_fused
-from snn.lif_torch import lif_torch
+from snn.lif.reference import lif_reference, lif_reference_unbind
+from snn.kernels.lif.cpu_launch import lif_torch_fused
+from snn.lif.eager import lif_torch
 
 
 class Unavailable(Exception):

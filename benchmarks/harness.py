@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.common import Case, make_inputs, rel_l2, saved_bytes, threshold_ties
 from benchmarks.contenders import Contender, Runner, Unavailable
-from snn.lif import lif_reference
+from snn.lif.reference import lif_reference
 
 INTERPRETER_ELEMENTS = 1 << 18
 FP32_GRAD_TOL = 1e-5

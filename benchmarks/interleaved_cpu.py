@@ -18,7 +18,7 @@ import time
 import torch
 
 from benchmarks.contenders import seed_lif
-from snn.lif_cpu import lif_torch_fused
+from snn.kernels.lif.cpu_launch import lif_torch_fused
 from benchmarks.common import interleaved_times
 
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from snn.backends import get_lif_function
+from snn.lif.backends import get_lif_function
 
 
 def _time(fn, repeat: int) -> tuple[float, float, float]:
@@ -38,12 +38,12 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 6, 512), metavar=("B", "T", "N"))
     parser.add_argument("--repeat", type=int, default=2000)
     parser.add_argument("--through-op", action="store_true",
-                        help="send plain eager calls through the registered op too (snn.ops.EAGER_FAST_PATH = False)")
+                        help="send plain eager calls through the registered op too (snn.lif.ops.EAGER_FAST_PATH = False)")
     args = parser.parse_args(argv)
     if args.through_op:
-        import snn.ops
+        import snn.lif.ops
 
-        snn.ops.EAGER_FAST_PATH = False
+        snn.lif.ops.EAGER_FAST_PATH = False
     torch.set_num_threads(1)
     lif = get_lif_function(args.backend)
     x = torch.randn(*args.shape) + 0.5

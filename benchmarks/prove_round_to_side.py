@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from snn.kernels.lif import _side_bounds
+from snn.kernels.lif.triton_launch import _side_bounds
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

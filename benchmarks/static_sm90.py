@@ -24,7 +24,7 @@ Usage::
     python -m benchmarks.static_sm90 --all      # also the larger sweep (tests mark it slow)
 
 Importable: :func:`analyse` returns one record per configuration. In a process whose
-``kernels.lif`` was decorated for the interpreter (no CUDA), it runs the compile in a child
+``kernels.lif.triton_launch`` was decorated for the interpreter (no CUDA), it runs the compile in a child
 process with ``TRITON_INTERPRET=0`` and reads the JSON back.
 """
 
@@ -85,7 +85,7 @@ def _configs() -> tuple[list[Config], list[Config]]:
         extra.append(Config(f"fwd-nosave-{dt}-mnist-b1024", "fwd", dt, 1024, 6, 512, save_h=False))
         extra.append(Config(f"bwd-{dt}-oddN", "bwd", dt, 1024, 6, 1001))
         extra.append(Config(f"bwd-{dt}-unaligned", "bwd", dt, 1024, 6, 512, layout="unaligned"))
-    # The neuron options (snn/neuron.py) at the large shape: what each one costs beside the seed's neuron.
+    # The neuron options (snn/lif/spec.py) at the large shape: what each one costs beside the seed's neuron.
     for dt in ("fp32", "bf16"):
         default.append(Config(f"fwd-soft-{dt}-large", "fwd", dt, 256, 16, 65536, neuron="soft"))
         default.append(Config(f"bwd-soft-{dt}-large", "bwd", dt, 256, 16, 65536, neuron="soft"))
@@ -103,7 +103,7 @@ BY_NAME = {c.name: c for c in ALL_CONFIGS}
 
 
 # ----------------------------------------------------------------------------------------------
-# compile (in a process where kernels.lif holds real JITFunctions)
+# compile (in a process where kernels.lif.triton_launch holds real JITFunctions)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -147,8 +147,8 @@ def _views(cfg: Config):
 def _launch_of(cfg: Config):
     import torch
 
-    import snn.kernels.lif as L
-    from snn.neuron import LIFSpec
+    import snn.kernels.lif.triton_launch as L
+    from snn.lif.spec import LIFSpec
 
     dtype, x, out, h = _views(cfg)
     spec = {"soft": LIFSpec(reset="soft")}.get(cfg.neuron, LIFSpec(surrogate=cfg.neuron) if cfg.neuron in ("sigmoid", "atan", "rectangle") else LIFSpec())
@@ -179,7 +179,7 @@ def compile_config(cfg: Config, keep_asm: bool = False, fp_fusion: bool | None =
     if fp_fusion is not None:  # only to prove the FMA check can fail
         kwargs["enable_fp_fusion"] = fp_fusion
     if not isinstance(kernel, JITFunction):
-        raise RuntimeError("kernels.lif was decorated for the interpreter; use analyse(), which compiles in a child process")
+        raise RuntimeError("kernels.lif.triton_launch was decorated for the interpreter; use analyse(), which compiles in a child process")
     target = GPUTarget("cuda", 90, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
@@ -332,7 +332,7 @@ def _analyse_binary(ptx: str, cubin: bytes, elems: int, num_warps: int) -> dict:
 def analyse(configs: list[Config] | None = None, fp_fusion: bool | None = None) -> list[dict]:
     """Records for ``configs`` (default: DEFAULT_CONFIGS), compiled in a child process if needed."""
     configs = DEFAULT_CONFIGS if configs is None else configs
-    import snn.kernels.lif as L
+    import snn.kernels.lif.triton_launch as L
 
     if not L.INTERPRETED:
         return [compile_config(c, fp_fusion=fp_fusion) for c in configs]

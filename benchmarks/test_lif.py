@@ -90,7 +90,7 @@ def test_spikingjelly_mapping():
     its CPU path wherever spikingjelly imports, so the mapping is checked even without a GPU."""
     from benchmarks.common import Case, MNIST_SHAPES, make_inputs, threshold_ties
     from benchmarks.contenders import Unavailable, sj_reference_runner
-    from snn.lif import lif_reference
+    from snn.lif.reference import lif_reference
 
     x, g = make_inputs(Case(MNIST_SHAPES[0], "fp32"), torch.device("cpu"))
     try:

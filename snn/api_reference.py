@@ -16,13 +16,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _entries():
-    from snn import layers, memory, monitor, neuron, peers, stateful, time_distributed
+    from snn import memory, monitor, peers, stateful, time_distributed
+    from snn.lif import layers, spec as neuron
 
     return [
-        ("snn.layers", layers.LIFSpike), ("snn.layers", layers.lif_spike), ("snn.time_distributed", time_distributed.TimeDistributed),
-        ("snn.time_distributed", time_distributed.direct_encode), ("snn.layers", layers.LeakyReadout), ("snn.stateful", stateful.LIFStep),
-        ("snn.monitor", monitor.SpikeMonitor), ("snn.neuron", neuron.LIFSpec),
-        ("snn.neuron", neuron.custom_surrogate_gradient), ("snn.neuron", neuron.membrane_with_gradient),
+        ("snn.lif.layers", layers.LIFSpike), ("snn.lif.layers", layers.lif_spike), ("snn.time_distributed", time_distributed.TimeDistributed),
+        ("snn.time_distributed", time_distributed.direct_encode), ("snn.lif.layers", layers.LeakyReadout), ("snn.stateful", stateful.LIFStep),
+        ("snn.monitor", monitor.SpikeMonitor), ("snn.lif.spec", neuron.LIFSpec),
+        ("snn.lif.spec", neuron.custom_surrogate_gradient), ("snn.lif.spec", neuron.membrane_with_gradient),
         ("snn.peers", peers.leaky), ("snn.peers", peers.from_snntorch), ("snn.peers", peers.lif_node),
         ("snn.peers", peers.if_node), ("snn.peers", peers.from_spikingjelly),
         ("snn.memory", memory.recompute_block), ("snn.memory", memory.spike_linear), ("snn.memory", memory.lif_with_bits),

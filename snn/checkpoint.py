@@ -40,7 +40,7 @@ from snn.errors import UserError
 from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.memory import MEMORY_MODES
 from snn.model import MLPConfig, SpikingMLP
-from snn.neuron import RESETS, SURROGATES
+from snn.lif.spec import RESETS, SURROGATES
 
 FORMAT = "snn-lif-mnist-mlp"
 FORMAT_VERSION = 1
@@ -111,7 +111,7 @@ def _optional(rule: Callable[[object], str | None]) -> Callable[[object], str | 
     return lambda value: None if value is None else rule(value)
 
 
-# The rules of the fields every model config shares: T and the neuron's options (snn.neuron.LIFSpec).
+# The rules of the fields every model config shares: T and the neuron's options (snn.lif.spec.LIFSpec).
 NEURON_RULES: dict[str, Callable[[object], str | None]] = {
     "time_steps": _integer(1, MAX_TIME_STEPS),
     "tau": _finite_float(),

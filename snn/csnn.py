@@ -7,7 +7,7 @@
 
 SpikingJelly's ``IFNode`` is our LIF with ``tau = 1`` (``h = v * 1.0 + x`` is ``v + x`` to the bit),
 hard reset to 0, not detached, and the ``atan`` surrogate with alpha 2 (the same formula,
-:mod:`snn.neuron`). One difference is definitional: SpikingJelly spikes at ``h >= thresh``, ours at
+:mod:`snn.lif.spec`). One difference is definitional: SpikingJelly spikes at ``h >= thresh``, ours at
 ``h > thresh`` (the seed's strict threshold), so the two disagree exactly where a potential lands
 on the threshold; elsewhere the outputs are equal (``tests/test_csnn.py`` measures both).
 
@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn.layers import LIFSpike, direct_encode
-from snn.memory import check_memory
-from snn.neuron import LIFSpec
+from snn.lif.layers import LIFSpike
+from snn.lif.spec import LIFSpec
+from snn.memory import check_memory, csnn_forward_low
+from snn.time_distributed import direct_encode, fold_time, unfold_time
 
 IF_TAU = 1.0  # SpikingJelly's IFNode: no leak
 
@@ -105,15 +106,6 @@ class RepeatedInputBatchNorm2d(nn.BatchNorm2d):
         return out
 
 
-def _fold(x: torch.Tensor) -> torch.Tensor:
-    """``[B, T, ...]`` -> ``[B*T, ...]`` (a view for the contiguous LIF outputs)."""
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def _unfold(x: torch.Tensor, batch: int) -> torch.Tensor:
-    return x.reshape(batch, x.shape[0] // batch, *x.shape[1:])
-
-
 class SpikingCSNN(nn.Module):
     """SpikingJelly's CSNN on images ``[B, 1, 28, 28]`` (or ``[B, 28, 28]``, ``[B, 784]``).
 
@@ -149,16 +141,15 @@ class SpikingCSNN(nn.Module):
         batch, steps = images.shape[0], self.config.time_steps
         current = self.bn1(self.conv1(images.reshape(batch, 1, 28, 28)))  # once per sample
         spikes1 = self.lif1(direct_encode(current, steps))  # stride-0 time dim
-        x = F.max_pool2d(_fold(spikes1), 2)
-        spikes2 = self.lif2(_unfold(self.bn2(self.conv2(x)), batch))
-        x = F.max_pool2d(_fold(spikes2), 2)
-        spikes3 = self.lif3(self.fc1(_unfold(x, batch).flatten(2)))  # Linear acts on the last dim
+        x = F.max_pool2d(fold_time(spikes1), 2)
+        spikes2 = self.lif2(unfold_time(self.bn2(self.conv2(x)), batch))
+        x = F.max_pool2d(fold_time(spikes2), 2)
+        spikes3 = self.lif3(self.fc1(unfold_time(x, batch).flatten(2)))  # Linear acts on the last dim
         spikes4 = self.lif4(self.fc2(spikes3))
         return spikes4.mean(dim=1), [spikes1, spikes2, spikes3, spikes4]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.memory == "low":
-            from snn.memory import csnn_forward_low
 
             return csnn_forward_low(self, images)
         return self.forward_with_spikes(images)[0]

@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snn.neuron import neuron_shape_param
+from snn.lif.spec import neuron_shape_param
 from snn.spikebits import pack_bits, packed_shape, unpack_bits
+from snn.time_distributed import direct_encode, fold_time, unfold_time
 
 MEMORY_MODES = ("plain", "low")
 
@@ -56,7 +57,7 @@ def check_memory(memory: str) -> str:
 
 
 def lif_with_bits(lif, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(spikes, bits)`` of the LIF module ``lif`` (:class:`snn.layers.LIFSpike`, ``time_dim=1``) on
+    """``(spikes, bits)`` of the LIF module ``lif`` (:class:`snn.lif.layers.LIFSpike`, ``time_dim=1``) on
     ``x [B, T, ...]``, without autograd: the spikes are those ``lif(x)`` returns, the bits are written
     by the same kernel pass (C, Triton, eager); the reference backend packs its spikes afterwards."""
     if lif.time_dim != 1:
@@ -65,16 +66,16 @@ def lif_with_bits(lif, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         tau, thresh = neuron_shape_param(lif.tau, "tau", x), neuron_shape_param(lif.thresh, "thresh", x)
         if lif.backend in ("torch", "eager") and x.shape[1] > 0:
-            from snn import lif_cpu
-            from snn.ops import _plain_eager
+            from snn.kernels.lif import cpu_launch as lif_cpu
+            from snn.lif.ops import _plain_eager
 
             if lif.backend == "torch" and _plain_eager(x) and lif_cpu.supports(x, tau, thresh):
                 return lif_cpu.lif_cpu_forward(x, tau, thresh, lif.spec, None, False, False, bits=bits)[0], bits
-            from snn.lif_torch import _param, lif_torch_forward
+            from snn.lif.eager import _param, lif_torch_forward
 
             return lif_torch_forward(x, _param(tau, x), _param(thresh, x), lif.spec, bits=bits)[0], bits
         if lif.backend == "triton" and x.numel() > 0:
-            from snn.kernels.lif import lif_forward
+            from snn.kernels.lif.triton_launch import lif_forward
 
             return lif_forward(x, tau, thresh, spec=lif.spec, save_h=False, bits_out=bits)[0], bits
         spikes = lif(x)
@@ -262,7 +263,6 @@ def spike_linear(layer: nn.Linear, spikes: torch.Tensor, bits: torch.Tensor | No
 def mlp_forward_low(model, images: torch.Tensor) -> torch.Tensor:
     """:class:`snn.model.SpikingMLP`'s logits, keeping fc1's output (once per sample) and two bit
     tensors (1 bit per hidden neuron-step each) for the backward."""
-    from snn.layers import direct_encode
 
     steps = model.config.time_steps
     current = model.fc1(images.flatten(1))  # [B, hidden], kept (once per sample): fc1 is not recomputed
@@ -277,22 +277,20 @@ def mlp_forward_low(model, images: torch.Tensor) -> torch.Tensor:
 def csnn_forward_low(model, images: torch.Tensor) -> torch.Tensor:
     """:class:`snn.csnn.SpikingCSNN`'s output firing rates, keeping the images and the bits of each
     later block's input (pooled spikes, then the LIF's) for the backward."""
-    from snn.csnn import _fold, _unfold
-    from snn.layers import direct_encode
 
     batch, steps = images.shape[0], model.config.time_steps
 
     def spike_and_pool(lif_module, encode=False):  # the per-sample part of a conv block: LIF, 2x2 max pooling
         def local(current, lif):
             spikes = lif(lif_module, direct_encode(current, steps) if encode else current)
-            return _unfold(F.max_pool2d(_fold(spikes), 2), current.shape[0])
+            return unfold_time(F.max_pool2d(fold_time(spikes), 2), current.shape[0])
         return local
 
     def conv1_bn1(x):  # once per sample; the per-sample part broadcasts it over T (stride 0)
         return model.bn1(model.conv1(x))
 
     def conv2_bn2(x):
-        return _unfold(model.bn2(model.conv2(_fold(x))), batch)
+        return unfold_time(model.bn2(model.conv2(fold_time(x))), batch)
 
     per_sample = not any(p.requires_grad for p in (*model.lif1.parameters(), *model.lif2.parameters()))
     blocks = [(conv1_bn1, spike_and_pool(model.lif1, encode=True)), (conv2_bn2, spike_and_pool(model.lif2))]

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from snn.layers import LIFSpike, direct_encode
+from snn.lif.layers import LIFSpike, direct_encode
 from snn.memory import check_memory
-from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
+from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class MLPConfig:
     time_steps: int = 6
     tau: float = DEFAULT_TAU  # initial value when learn_tau
     thresh: float = DEFAULT_THRESH  # initial value when learn_thresh
-    # The neuron's options (snn.neuron.LIFSpec); the defaults are the seed's neuron.
+    # The neuron's options (snn.lif.spec.LIFSpec); the defaults are the seed's neuron.
     reset: str = "hard"
     v_reset: float = 0.0
     detach_reset: bool = False

@@ -140,7 +140,7 @@ def format_rates(rates: dict[str, float]) -> str:
 
 
 class SpikeMonitor:
-    """Spike counts and firing rates of every :class:`~snn.layers.LIFSpike` in *any* network.
+    """Spike counts and firing rates of every :class:`~snn.lif.layers.LIFSpike` in *any* network.
 
     ``layer_activity`` above knows the two workloads' models (and their synaptic operations); this
     works on any ``nn.Module`` holding our layers, by forward hooks::
@@ -154,7 +154,7 @@ class SpikeMonitor:
     """
 
     def __init__(self, model: torch.nn.Module):
-        from snn.layers import LIFSpike
+        from snn.lif.layers import LIFSpike
 
         self.layers = {name or type(model).__name__: m for name, m in model.named_modules() if isinstance(m, LIFSpike)}
         if not self.layers:

@@ -2,7 +2,7 @@
 
 NIR (the Neuromorphic Intermediate Representation, package ``nir``) describes a network as a graph
 of continuous-time nodes that every consumer simulates with its own time step ``dt``. Our LIF is the
-discrete neuron of :mod:`snn.neuron` (``h = v*tau + x``; ``tau`` there is the per-step *decay*).
+discrete neuron of :mod:`snn.lif.spec` (``h = v*tau + x``; ``tau`` there is the per-step *decay*).
 Forward-Euler of NIR's ``LIF`` (``tau_m dv/dt = (v_leak - v) + r*I``) over one step ``dt`` is
 ``v <- (1 - dt/tau_m) * v + (r*dt/tau_m) * I + (dt/tau_m) * v_leak``, so our neuron is exactly::
 
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from snn.layers import LIFSpike, TimeDistributed, direct_encode
-from snn.neuron import LIFSpec
+from snn.lif.layers import LIFSpike, TimeDistributed, direct_encode
+from snn.lif.spec import LIFSpec
 
 DEFAULT_DT = 1e-4  # seconds per step: the dt snnTorch's importer hard-codes and SpikingJelly's defaults to
 RTOL = 1e-6  # how close r*dt/tau must be to 1 (NIR stores float64 arrays, written by float32 models)

@@ -1,4 +1,4 @@
-"""The peers' neurons as :class:`~snn.layers.LIFSpike` layers: snnTorch's ``Leaky``, SpikingJelly's ``LIFNode`` and ``IFNode``.
+"""The peers' neurons as :class:`~snn.lif.layers.LIFSpike` layers: snnTorch's ``Leaky``, SpikingJelly's ``LIFNode`` and ``IFNode``.
 
 Each constructor takes the peer's own arguments (names, defaults and units) and returns a
 multi-step ``LIFSpike`` over ``[B, T, ...]`` (``time_dim=0`` for the peers' ``[T, B, ...]``) that
@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from snn.layers import LIFSpike
+from snn.lif.layers import LIFSpike
 
 # The README's "in SpikingJelly / snnTorch" table, as (peer construction, our LIFSpike arguments).
 # tests/test_peers.py builds both sides of every row and compares them.

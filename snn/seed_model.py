@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snn.layers import apply_per_step
-from snn.lif import lif_reference
+from snn.lif.layers import apply_per_step
+from snn.lif.reference import lif_reference
 from snn.model import MLPConfig
 
 
@@ -20,7 +20,7 @@ def add_dimension(x: torch.Tensor, time_steps: int) -> torch.Tensor:
 
 
 class SeedLIF(nn.Module):
-    """The seed's ``LIFSpike``: :func:`snn.lif.lif_reference`, differentiated by autograd."""
+    """The seed's ``LIFSpike``: :func:`snn.lif.reference.lif_reference`, differentiated by autograd."""
 
     def __init__(self, config: MLPConfig):
         super().__init__()

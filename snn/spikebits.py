@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from snn.kernels.lif import cpu_build
+
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 # Eight 0/1 bytes read as one little-endian 64-bit word w = sum_i b_i 256**i: w * _GATHER puts
 # sum_i b_i 2**i into the top byte (no carries: each b_i lands on its own bit), read by >> 56.
@@ -28,12 +30,10 @@ def _table(dtype: torch.dtype, device) -> torch.Tensor:
 
 
 def _fused(t: torch.Tensor) -> bool:
-    """The C loops of snn/lif_cpu.py apply (a plain eager CPU tensor, library built)."""
+    """The C loops of kernels/lif/lif_cpu.c apply (a plain eager CPU tensor, library built)."""
     if t.device.type != "cpu" or torch.compiler.is_compiling() or t.numel() == 0:
         return False
-    from snn import lif_cpu
-
-    return (t.dtype == torch.uint8 or t.dtype in lif_cpu.DTYPES) and lif_cpu.available()
+    return (t.dtype == torch.uint8 or t.dtype in cpu_build.DTYPES) and cpu_build.available()
 
 
 def packed_shape(shape) -> tuple[int, int, int]:
@@ -51,10 +51,10 @@ def pack_bits(spikes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
     flat = spikes.reshape(*lead, -1)
     n = flat.shape[-1]
     if _fused(flat) and (out is None or out.is_contiguous()):
-        from snn.lif_cpu import pack_bits_cpu
-
         packed = torch.empty((*lead, (n + 7) // 8), dtype=torch.uint8) if out is None else out
-        pack_bits_cpu(flat.contiguous().view(-1, n), packed.view(-1, (n + 7) // 8))
+        rows = flat.contiguous().view(-1, n)
+        cpu_build.load().lif_pack_bits(cpu_build.DTYPES[rows.dtype], rows.data_ptr(), rows.shape[0], n,
+                                       packed.data_ptr(), torch.get_num_threads())
         return packed
     pad = (-n) % 8
     on = flat != 0
@@ -77,10 +77,9 @@ def unpack_bits(bits: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
     for d in shape[2:]:
         count *= int(d)
     if _fused(bits) and dtype in (torch.float32, torch.bfloat16, torch.float16):
-        from snn.lif_cpu import unpack_bits_cpu
-
         out = torch.empty(shape, dtype=dtype)
-        unpack_bits_cpu(bits.contiguous(), out.view(B * T, count))
+        cpu_build.load().lif_unpack_bits(cpu_build.DTYPES[dtype], bits.contiguous().data_ptr(), B * T, count,
+                                         out.data_ptr(), torch.get_num_threads())
         return out
     spikes = torch.nn.functional.embedding(bits.to(torch.int64), _table(dtype, bits.device)).view(B, T, nbytes * 8)
     return (spikes if count == nbytes * 8 else spikes[..., :count].contiguous()).view(shape)

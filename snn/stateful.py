@@ -1,6 +1,6 @@
 """One step at a time: a LIF layer that keeps its potential between calls (online and streaming use).
 
-:class:`LIFStep` wraps a :class:`~snn.layers.LIFSpike` (any backend, any option, learnable
+:class:`LIFStep` wraps a :class:`~snn.lif.layers.LIFSpike` (any backend, any option, learnable
 parameters shared with it): each call takes one step's input ``[B, ...]``, returns that step's
 spikes ``[B, ...]`` and keeps the final potential for the next call, so ``T`` calls equal one
 multi-step call over ``[B, T, ...]`` (spikes and gradients: tests/test_outputs.py). ``reset()``
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snn.layers import LIFSpike
+from snn.lif.layers import LIFSpike
 
 
 class LIFStep(nn.Module):

@@ -64,6 +64,16 @@ def time_invariant(module: nn.Module) -> bool:
     return True
 
 
+def fold_time(x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, ...]`` -> ``[B*T, ...]`` (a view for contiguous LIF outputs): time folded into the batch."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def unfold_time(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """``[B*T, ...]`` -> ``[B, T, ...]``: the inverse of :func:`fold_time`."""
+    return x.reshape(batch, x.shape[0] // batch, *x.shape[1:])
+
+
 def direct_encode(x: torch.Tensor, time_steps: int) -> torch.Tensor:
     """Present the static input ``x`` of shape ``[B, ...]`` at every step: ``[B, T, ...]``.
 

@@ -17,8 +17,8 @@ import torch._dynamo.testing  # noqa: F401  (dynamo.testing)
 from torch import nn
 from torch._dynamo.testing import CompileCounter
 
-from snn.backends import BACKENDS
-from snn.layers import LIFSpike, TimeDistributed, direct_encode
+from snn.lif.backends import BACKENDS
+from snn.lif.layers import LIFSpike, TimeDistributed, direct_encode
 from snn.model import MLPConfig, SpikingMLP
 
 SMALL = MLPConfig(in_features=12, hidden=8, num_classes=3, time_steps=3)
@@ -123,7 +123,7 @@ def test_inductor_compiles_other_backends(backend):
 
 def test_triton_launches_keep_fp_fusion_off_under_compile(monkeypatch):
     """Compiled code calls the same launchers: every launch still has enable_fp_fusion=False (no FMA)."""
-    import snn.kernels.lif as L
+    import snn.kernels.lif.triton_launch as L
 
     launches = []
     config = L._launch_config
@@ -171,8 +171,8 @@ def test_legacy_onnx_export_refuses():
 
 def test_compiled_torch_backend_runs_the_fused_kernel_forward_and_backward(monkeypatch):
     """Under torch.compile the torch backend is the fused C kernel (snn::lif_fwd_torch), not the eager op."""
-    import snn.lif_cpu as L
-    import snn.lif_torch as E
+    import snn.kernels.lif.cpu_launch as L
+    import snn.lif.eager as E
 
     calls = {"forward": 0, "backward": 0, "eager": 0}
 
@@ -199,7 +199,7 @@ def test_compiled_torch_backend_runs_the_fused_kernel_forward_and_backward(monke
 
 def test_the_output_cache_never_hands_out_a_storage_a_compiled_graph_holds(monkeypatch):
     """Every output over the cache (limit 0 bytes): outputs kept from one compiled call survive the next."""
-    import snn.lif_cpu as L
+    import snn.kernels.lif.cpu_launch as L
 
     monkeypatch.setattr(L, "LARGE_OUTPUT_BYTES", 0)
     model = mlp("torch")

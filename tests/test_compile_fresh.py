@@ -33,7 +33,7 @@ from conftest import REPO_ROOT
 SCRIPT = r"""
 import json, torch
 from torch import nn
-import snn.lif_cpu as L, snn.lif_torch as E
+import snn.kernels.lif.cpu_launch as L, snn.lif.eager as E
 from snn import LIFSpike, TimeDistributed, direct_encode
 
 calls = {"fused forward": 0, "fused backward": 0, "eager op": 0}

@@ -181,7 +181,7 @@ def test_divergence_names_the_neuron_flag_the_user_changed():
 
 
 def test_readme_backend_table_lists_every_backend():
-    from snn.backends import BACKENDS
+    from snn.lif.backends import BACKENDS
 
     readme = (REPO_ROOT / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `--backend"))

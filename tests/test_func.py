@@ -1,6 +1,6 @@
 """torch.func over the functional LIF (issue 10, item 3): vmap, grad, per-sample gradients, jacrev, each against a loop.
 
-The vmap rule (snn/ops.py) moves the vmapped dimension into the neuron dimensions, so the same
+The vmap rule (snn/lif/ops.py) moves the vmapped dimension into the neuron dimensions, so the same
 per-element arithmetic runs as in the loop: spikes are compared exactly, gradients to fp32 rounding
 (sums over batch and time may run in another order).
 """
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.func import functional_call, grad, jacrev, vmap
 
-from snn.backends import BACKENDS
-from snn.layers import lif_spike
+from snn.lif.backends import BACKENDS
+from snn.lif.layers import lif_spike
 from snn.model import MLPConfig, SpikingMLP
 
 V, B, T, N = 3, 2, 4, 5

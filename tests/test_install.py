@@ -31,7 +31,7 @@ def test_only_the_snn_package_lands_on_sys_path(installed):
     top_level = sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin")
     assert top_level == ["snn"], f"pip install put {top_level} on sys.path"
     assert (installed / "snn" / "kernels" / "lif.py").is_file(), "the Triton kernels are snn.kernels"
-    assert (installed / "snn" / "csrc" / "lif_cpu.c").is_file(), "the fused CPU kernel's source is packaged"
+    assert (installed / "snn" / "kernels" / "lif" / "lif_cpu.c").is_file(), "the fused CPU kernel's source is packaged"
 
 
 def test_installed_commands_and_imports_work_from_another_directory(installed, tmp_path):
@@ -40,7 +40,7 @@ def test_installed_commands_and_imports_work_from_another_directory(installed, t
         proc = subprocess.run([str(installed / "bin" / command), "--help"], capture_output=True, text=True,
                               cwd=tmp_path, env=env, timeout=300)
         assert proc.returncode == 0 and f"usage: {command}" in proc.stdout, proc.stderr[-2000:]
-    code = ("import snn, snn.kernels.lif as L; from snn import LIFSpike; import torch; "
+    code = ("import snn, snn.kernels.lif.triton_launch as L; from snn import LIFSpike; import torch; "
             "assert L.__file__.startswith(snn.__path__[0]), L.__file__; "
             "print(LIFSpike(backend='triton')(torch.rand(2, 3, 4) * 2).shape)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)

@@ -1,4 +1,4 @@
-"""The fused Triton LIF kernel (kernels/lif.py) proven against the seed-literal reference (snn/lif.py).
+"""The fused Triton LIF kernel (kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
 
 Runs on the CPU through the Triton interpreter and, where present, on CUDA (the ``device`` fixture).
 Every test runs with output buffers poisoned with NaN before launch (``POISON_OUTPUTS``), so an
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import snn.kernels.lif as L  # first: it picks the interpreter before the @triton.jit below is decorated
+import snn.kernels.lif.triton_launch as L  # first: it picks the interpreter before the @triton.jit below is decorated
 import triton
 import triton.language as tl
 from snn.kernels import lif_spike
-from snn.kernels.lif import _round_to_side
-from snn.lif import lif_reference
+from snn.kernels.lif.triton_launch import _round_to_side
+from snn.lif.reference import lif_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -15,9 +15,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import snn.kernels.lif as L
+import snn.kernels.lif.triton_launch as L
 from snn.kernels import lif_spike
-from snn.lif import lif_reference
+from snn.lif.reference import lif_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

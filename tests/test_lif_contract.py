@@ -1,7 +1,7 @@
-"""The contract every LIF backend keeps, for every option of the neuron (snn/neuron.py).
+"""The contract every LIF backend keeps, for every option of the neuron (snn/lif/spec.py).
 
 One test, parametrised over backend x option combination x dtype x layout x parameter kind, against
-autograd of the reference loop (snn/lif.py):
+autograd of the reference loop (snn/lif/reference.py):
 
 * spikes identical: to the reference in the input dtype for backends that compute in that dtype,
   to the fp32 reference on the same (rounded) input for backends that accumulate in fp32;
@@ -12,7 +12,7 @@ autograd of the reference loop (snn/lif.py):
   (plus 2 ulps of the gradient's scale), the flash-attention rule.
 
 Plus chunked-vs-whole-sequence identity (v0 / return_v) and the h output. A new backend is a
-registry entry (snn/backends.py); a new option is a row in SPECS. Kernel-only tests (rounding,
+registry entry (snn/lif/backends.py); a new option is a row in SPECS. Kernel-only tests (rounding,
 offsets, compiled code) stay beside the kernel (tests/test_kernel_*.py).
 """
 
@@ -25,9 +25,9 @@ import zlib
 import pytest
 import torch
 
-from snn.backends import BACKENDS, REGISTRY, features_used, get_lif_function
-from snn.lif import lif_reference
-from snn.neuron import LIFOutput, LIFSpec
+from snn.lif.backends import BACKENDS, REGISTRY, features_used, get_lif_function
+from snn.lif.reference import lif_reference
+from snn.lif.spec import LIFOutput, LIFSpec
 
 UNDER_TEST = [name for name in BACKENDS if name != "reference"]
 SPECS = [
@@ -50,7 +50,7 @@ B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (se
 def small_blocks(monkeypatch):
     """The Triton kernel's tiles shrunk so that the shapes here cross their edges (and poisoned outputs)."""
     if "triton" in UNDER_TEST:
-        import snn.kernels.lif as L
+        import snn.kernels.lif.triton_launch as L
 
         monkeypatch.setattr(L, "MAX_BLOCK_N", 64)
         monkeypatch.setattr(L, "TILE_NEURONS", 128)
@@ -61,7 +61,7 @@ def require(backend: str, features) -> None:
     """Skip, naming them, the options the registry says ``backend`` does not implement."""
     missing = sorted(set(features) - REGISTRY[backend].features)
     if missing:
-        pytest.skip(f"{backend} does not implement {', '.join(missing)} (snn/backends.py)")
+        pytest.skip(f"{backend} does not implement {', '.join(missing)} (snn/lif/backends.py)")
 
 
 def accumulates_in_fp32(backend: str) -> bool:
@@ -232,9 +232,9 @@ def test_h_output_is_the_pre_reset_potential(backend):
 def test_registry_refuses_what_a_backend_lacks_in_one_sentence(monkeypatch):
     from dataclasses import replace
 
-    from snn.backends import Backend, check_supported
+    from snn.lif.backends import Backend, check_supported
     from snn.errors import UserError
-    from snn.layers import LIFSpike, lif_spike
+    from snn.lif.layers import LIFSpike, lif_spike
 
     monkeypatch.setitem(REGISTRY, "torch", replace(REGISTRY["torch"], features=frozenset({"v0"})))
     with pytest.raises(UserError, match=r"^backend 'torch' does not implement reset='soft', surrogate='atan'; use (\w+ or )*reference\.$"):

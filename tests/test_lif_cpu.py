@@ -1,4 +1,4 @@
-"""The fused CPU kernel (snn/lif_cpu.py, snn/csrc/lif_cpu.c) beyond the contract test.
+"""The fused CPU kernel (kernels/lif/cpu_launch.py, kernels/lif/lif_cpu.c) beyond the contract test.
 
 The contract (tests/test_lif_contract.py) proves the ``torch`` backend, which runs this kernel on
 CPU tensors, against the reference for every option, dtype and layout. Here: bit-identity with the
@@ -16,9 +16,9 @@ import warnings
 import pytest
 import torch
 
-from snn import lif_cpu
-from snn.lif_torch import lif_torch
-from snn.neuron import LIFSpec
+from snn.kernels.lif import cpu_launch as lif_cpu
+from snn.lif.eager import lif_torch
+from snn.lif.spec import LIFSpec
 
 pytestmark = pytest.mark.skipif(not lif_cpu.available(), reason=f"fused CPU kernel not built: {lif_cpu.BUILD_INFO.get('error')}")
 
@@ -33,7 +33,7 @@ def _run(fn, x, g, dtype, time_dim=1, tau=0.5, thresh=1.0, spec=LIFSpec()):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("layout", ["contiguous", "time_major", "stride0", "odd"])
 def test_equals_the_eager_backend_bit_for_bit(dtype, layout):
-    """Seed neuron: spikes and grad_x identical to snn.lif_torch (itself bit-identical to the reference in fp32)."""
+    """Seed neuron: spikes and grad_x identical to snn.lif.eager (itself bit-identical to the reference in fp32)."""
     gen = torch.Generator().manual_seed(1)
     shape = {"contiguous": (5, 7, 600), "time_major": (7, 5, 600), "stride0": (5, 600), "odd": (3, 1, 5, 13)}[layout]
     x = 0.6 + 0.6 * torch.randn(shape, generator=gen)
@@ -152,7 +152,7 @@ def test_output_cache_limit_and_release(output_cache):
 
 
 def test_output_cache_size_comes_from_the_environment():
-    code = "import snn.lif_cpu as c; print(c.OUTPUT_CACHE.limit_bytes)"
+    code = "import snn.kernels.lif.cpu_launch as c; print(c.OUTPUT_CACHE.limit_bytes)"
     env = {**os.environ, "SNN_OUTPUT_CACHE_MB": "64"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(64 << 20)

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from snn.backends import get_lif_function
+from snn.lif.backends import get_lif_function
 from snn.errors import UserError
-from snn.lif import LIFSpike, lif_reference, lif_reference_unbind
+from snn.lif.layers import LIFSpike
+from snn.lif.reference import lif_reference, lif_reference_unbind
 
 
 def run(values, tau=0.5, thresh=1.0, gamma=1.0, fn=lif_reference):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from snn import memory as snn_memory
 from snn.csnn import CSNNConfig, SpikingCSNN
-from snn.layers import LIFSpike
+from snn.lif.layers import LIFSpike
 from snn.memory import lif_with_bits, recompute_block
 from snn.model import MLPConfig, SpikingMLP
 from snn.spikebits import pack_bits, packed_shape, unpack_bits

@@ -3,7 +3,7 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from snn.layers import TimeDistributed, apply_per_step, direct_encode
+from snn.lif.layers import TimeDistributed, apply_per_step, direct_encode
 from snn.model import MLPConfig, SpikingMLP
 from snn.seed_model import SeedMLP
 

@@ -16,7 +16,7 @@ nir = pytest.importorskip("nir", reason="the NIR tests need the package nir (pip
 
 from snn.cli import infer  # noqa: E402
 from snn.checkpoint import save_checkpoint, versions  # noqa: E402
-from snn.layers import LIFSpike, TimeDistributed, direct_encode  # noqa: E402
+from snn.lif.layers import LIFSpike, TimeDistributed, direct_encode  # noqa: E402
 from snn.model import MLPConfig, SpikingMLP  # noqa: E402
 from snn.nir_exchange import (  # noqa: E402
     DEFAULT_DT, NIRExchangeError, NIRNetwork, export_nir, import_nir, lif_from_nir, lif_to_nir, write_nir,

@@ -1,4 +1,4 @@
-"""The registered operators (snn/ops.py): torch.library.opcheck for every op-backed backend and layout.
+"""The registered operators (snn/lif/ops.py): torch.library.opcheck for every op-backed backend and layout.
 
 opcheck runs the op eagerly and under fake tensors (shapes, dtypes *and strides* of the fake
 implementation against the real one), checks the schema (no hidden mutation or aliasing), the
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from snn.backends import BACKENDS, get_lif_function
-from snn.neuron import LIFSpec
-from snn.ops import OPS, _options, surrogate_spike
+from snn.lif.backends import BACKENDS, get_lif_function
+from snn.lif.spec import LIFSpec
+from snn.lif.ops import OPS, _options, surrogate_spike
 
 for _name in BACKENDS:  # loading a backend registers its ops
     get_lif_function(_name)
@@ -94,8 +94,8 @@ def test_every_op_backend_is_registered():
 @pytest.mark.parametrize("layout", ["contiguous", "time_major", "fp16"])
 @pytest.mark.parametrize("backend", OP_BACKENDS)
 def test_eager_fast_path_equals_the_op(backend, layout, monkeypatch):
-    """Plain eager calls skip the dispatcher (snn.ops._plain_eager); through the op they give the same bits."""
-    import snn.ops
+    """Plain eager calls skip the dispatcher (snn.lif.ops._plain_eager); through the op they give the same bits."""
+    import snn.lif.ops
 
     dtype, spec, tensor_tau, tensor_thresh = CASES[layout]
     x, time_major = make_x(layout, dtype)
@@ -103,7 +103,7 @@ def test_eager_fast_path_equals_the_op(backend, layout, monkeypatch):
     lif = get_lif_function(backend)
     results = []
     for fast in (True, False):
-        monkeypatch.setattr(snn.ops, "EAGER_FAST_PATH", fast)
+        monkeypatch.setattr(snn.lif.ops, "EAGER_FAST_PATH", fast)
         leaf = x.detach().clone().requires_grad_()
         tau = torch.full(x.shape[2:], 0.6, requires_grad=True)
         v0 = torch.rand((B, *x.shape[2:]), generator=torch.Generator().manual_seed(1), requires_grad=True)

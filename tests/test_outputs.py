@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from snn.backends import BACKENDS, get_lif_function
+from snn.lif.backends import BACKENDS, get_lif_function
 from snn.errors import UserError
-from snn.layers import LeakyReadout, LIFSpike, TimeDistributed, lif_spike
-from snn.lif import lif_reference
+from snn.lif.layers import LeakyReadout, LIFSpike, TimeDistributed, lif_spike
+from snn.lif.reference import lif_reference
 from snn.monitor import SpikeMonitor
-from snn.neuron import LIFSpec
+from snn.lif.spec import LIFSpec
 from snn.stateful import LIFStep
 
 B, T, N = 3, 7, 37

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from snn import peers
-from snn.layers import LIFSpike
+from snn.lif.layers import LIFSpike
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["reference", "eager", "torch", "triton"]

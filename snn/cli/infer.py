@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from snn.backends import BACKENDS
+from snn.lif.backends import BACKENDS
 from snn.cli import MAX_SEED, bounded
 from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
 from snn.data import FASHION_MNIST_CLASSES, load_dataset, to_float_images

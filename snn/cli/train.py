@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from snn.backends import BACKENDS
+from snn.lif.backends import BACKENDS
 from snn.checkpoint import (MAX_CHANNELS, MAX_TIME_STEPS, RunLock, model_kind, append_line, check_output_file, deferred_interrupt,
                             load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
                             validate_weights, versions)
@@ -43,7 +43,7 @@ from snn.distributed import teardown as teardown_distributed
 from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
-from snn.neuron import RESETS, SURROGATES
+from snn.lif.spec import RESETS, SURROGATES
 from snn.monitor import format_rates
 from snn.training import LOSSES, OPTIMIZERS, SCHEDULES, Diverged, evaluate, make_optimizer, train_one_epoch
 
@@ -93,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="low: save spikes as bits and recompute blocks in the backward (same model and "
                              "gradients, far fewer saved bytes, more time; README 'Memory'); default: plain")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    neuron = parser.add_argument_group("neuron options (snn/neuron.py; the defaults are the seed's neuron)")
+    neuron = parser.add_argument_group("neuron options (snn/lif/spec.py; the defaults are the seed's neuron)")
     neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s; subtract_next: snnTorch's subtract reset (with --detach-reset)")
     neuron.add_argument("--v-reset", type=bounded(float, -MAX_NEURON_VALUE, MAX_NEURON_VALUE), default=0.0,
                         help=f"potential after a hard reset, -{MAX_NEURON_VALUE:g}..{MAX_NEURON_VALUE:g} (default: 0)")
@@ -350,7 +350,7 @@ def interpreter_notice(backend: str, device: torch.device) -> str | None:
 
     if not kernels.INTERPRETED:
         return None
-    logging.getLogger("snn.kernels.lif").addFilter(_DropKernelNotice())
+    logging.getLogger("snn.kernels.lif.triton_launch").addFilter(_DropKernelNotice())
     return ("note: --backend triton without CUDA runs the kernel in Triton's CPU interpreter: correct, but "
             "roughly 100-200x slower than --backend torch (seconds per batch instead of milliseconds).")
 

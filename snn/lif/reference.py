@@ -1,7 +1,7 @@
 """Reference Leaky Integrate-and-Fire neuron in plain PyTorch: the definition the others are proven against.
 
 This is the seed's ``LIFSpike`` loop kept literally (one Python step per time step, eager
-autograd), extended with the options specified in :mod:`snn.neuron` (read it for the math). For
+autograd), extended with the options specified in :mod:`snn.lif.spec` (read it for the math). For
 the defaults each step is exactly the seed's::
 
     mem   = mem * tau + x[:, t]
@@ -13,22 +13,21 @@ Autograd of this graph saves 16 bytes per fp32 neuron-step (the surrogate's inpu
 the forward and to rounding in the backward while saving at most 4. The potential is kept in the
 dtype of ``x``, as in the seed (tensor ``tau``/``thresh``/``v0`` are cast to it).
 
-The layer module (:class:`snn.layers.LIFSpike`) lives in :mod:`snn.layers`; it is re-exported
-here for code written against the old location.
+The layer module is :class:`snn.lif.layers.LIFSpike`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from snn.neuron import (  # noqa: F401  (DEFAULT_* re-exported for existing imports)
+from snn.lif.spec import (  # noqa: F401  (DEFAULT_* re-exported for existing imports)
     DEFAULT_GAMMA,
     DEFAULT_TAU,
     DEFAULT_THRESH,
     LIFSpec,
-    make_lif_function,
 )
-from snn.ops import surrogate_spike
+from snn.lif.ops import surrogate_spike
+from snn.lif.signature import make_lif_function
 
 
 def _as_potential(value, x: torch.Tensor):
@@ -81,10 +80,3 @@ lif_reference = make_lif_function(_indexing_core, "lif_reference", accepts_custo
 lif_reference_unbind = make_lif_function(_unbind_core, "lif_reference_unbind", accepts_custom_surrogate=True,
                                          h_has_gradient=True)
 
-
-def __getattr__(name: str):
-    if name == "LIFSpike":  # moved to snn.layers (imported lazily: snn.layers imports the backends)
-        from snn.layers import LIFSpike
-
-        return LIFSpike
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,10 @@
-"""The torch backend (plain PyTorch, hand-written backward) is bit-identical to autograd of the reference."""
+"""The eager backend (plain PyTorch, hand-written backward) is bit-identical to autograd of the reference."""
 
 import pytest
 import torch
 
-from snn.lif import lif_reference
-from snn.lif_torch import lif_torch
+from snn.lif.reference import lif_reference
+from snn.lif.eager import lif_torch
 
 LAYOUTS = ("contiguous", "transposed", "stride0", "trailing")
 

@@ -1,9 +1,9 @@
 """The LIF layer for your own networks, and time-distributed helpers for ``[B, T, ...]`` tensors.
 
-Three thin layers, one job each: the implementations (``snn.lif`` reference, ``snn.lif_torch``,
-``kernels.lif``) compute; :func:`lif_spike` is the functional form that picks one by ``backend=``;
+Three thin layers, one job each: the implementations (``snn.lif.reference`` reference, ``snn.lif.eager``,
+``kernels.lif.triton_launch``) compute; :func:`lif_spike` is the functional form that picks one by ``backend=``;
 :class:`LIFSpike` is the ``nn.Module`` that holds the options and (optionally learnable) parameters.
-The neuron and every option are specified in :mod:`snn.neuron`.
+The neuron and every option are specified in :mod:`snn.lif.spec`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from snn.backends import check_supported, features_used, get_lif_function
-from snn.neuron import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, check_tau_values, resolve_spec
+from snn.lif.backends import check_supported, features_used, get_lif_function
+from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, check_tau_values, resolve_spec
 from snn.time_distributed import TimeDistributed, apply_per_step, direct_encode  # noqa: F401  (re-exported)
 
 TAU_PARAMS = ("clamp", "sigmoid")  # how a learnable tau is kept in [0, 1] (LIFSpike's tau_param)
@@ -39,8 +39,8 @@ def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: fl
         return_v: bool = False, return_h: bool = False):
     """Functional LIF layer: spikes of ``x`` (``[B, T, ...]``; ``[T, B, ...]`` with ``time_dim=0``).
 
-    ``backend`` is one of :data:`snn.backends.BACKENDS`; the other arguments are those of every
-    implementation (:func:`snn.neuron.make_lif_function`): the options as keywords or as
+    ``backend`` is one of :data:`snn.lif.backends.BACKENDS`; the other arguments are those of every
+    implementation (:func:`snn.lif.spec.make_lif_function`): the options as keywords or as
     ``spec=LIFSpec(...)``. A backend that lacks an option says so in one sentence.
     """
     try:
@@ -59,7 +59,7 @@ def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: fl
 class LIFSpike(nn.Module):
     """LIF layer over ``[B, T, ...]`` (or ``[T, B, ...]`` with ``time_dim=0``); ``backend`` picks the implementation.
 
-    ``tau`` is the decay factor per step (``h = v * tau + x``, :mod:`snn.neuron`), in ``[0, 1]``
+    ``tau`` is the decay factor per step (``h = v * tau + x``, :mod:`snn.lif.spec`), in ``[0, 1]``
     (1: no leak, the IF neuron); a time constant converts as ``tau = 1 - 1/tau_sj`` (SpikingJelly's
     ``tau``) or ``exp(-dt/tau_m)``, and a value outside ``[0, 1]`` is refused. ``tau`` and ``thresh``
     are numbers or tensors broadcastable over the neuron dims (e.g. ``[N]`` or ``[C, 1, 1]``);
@@ -74,7 +74,7 @@ class LIFSpike(nn.Module):
     :meth:`effective_params` gives what the neuron uses. ``input_scale`` multiplies the input
     first (SpikingJelly's ``decay_input=True`` is ``1/tau_sj``). ``gamma`` is the seed's name for
     the triangle surrogate's ``alpha``; ``surrogate`` may be a spike function on the eager and
-    reference backends (:func:`snn.neuron.custom_surrogate_gradient`).
+    reference backends (:func:`snn.lif.spec.custom_surrogate_gradient`).
     ``forward(x, v0=None, return_v=False, return_h=False)``: pass the final potential of one chunk
     as ``v0`` of the next to process a long sequence in pieces (identical to one call).
     """

@@ -1,91 +1,58 @@
 """Fused Leaky Integrate-and-Fire (LIF) layer: one Triton kernel for the forward, one for the backward.
 
-Semantics (those of :func:`snn.lif.lif_reference`, which is what the tests prove this against).
-``x`` has shape ``[B, T, ...]``; every neuron ``(b, n)`` runs the recurrence below over ``t``,
-with ``v`` starting at 0 and all arithmetic in fp32 whatever the input dtype::
+The neuron, every option and the one derivation of the forward and backward are in
+:mod:`snn.lif.spec` (not restated here); this module implements them, proven against
+:func:`snn.lif.reference.lif_reference` by ``tests/test_lif_contract.py`` and ``tests/test_kernel_lif.py``.
+All arithmetic is in fp32 whatever the input dtype; ``tau`` and ``thresh`` are numbers or
+per-neuron tensors (learnable: the backward sums their gradients deterministically per tile, then
+over tiles), and ``v0``/``return_v`` continue a sequence. No double backward.
 
-    h_t = v_{t-1} * tau + x_t          # pre-reset potential: product rounded, then sum (no FMA)
-    s_t = (h_t - thresh > 0)           # strict Heaviside, returned in the input dtype
-    v_t = h_t * (1 - s_t)              # hard reset as a product, so h = +inf spikes and leaves NaN
+What this kernel adds to the spec:
 
-Backward. Write ``sg(h) = max(0, gamma - |h - thresh|) / gamma**2`` for the triangular surrogate of
-``ds/dh`` and ``g_s`` for the incoming gradient of the spikes. ``v_t`` feeds the next step only
-through ``h_{t+1} = v_t * tau + x_{t+1}``, so the gradient reaching ``v_t`` is
-``c_t = tau * g_h[t+1]`` (``c_{T-1} = 0``: the last potential is unused). ``h_t`` reaches the loss
-by three paths, the spike output, the reset product ``v_t = h_t * (1 - s_t)`` through its first
-factor, and the same product through ``s_t`` in its second factor::
+* The backward's grouping is the spec's, the order reference autograd rounds in, so fp32 input
+  gradients equal the reference's to the last bit for the defaults. The last step is peeled (no
+  ``c`` term: reference autograd never visits the unused last reset, so ``0 * h`` never makes a
+  NaN when ``h`` is infinite).
+* Saved state (counted with ``saved_tensors_hooks`` in the tests): only ``h``, in
+  :func:`saved_h_dtype`: fp32 for fp32 input (4 B per neuron-step); the 16-bit input dtype for
+  16-bit input (2 B), except for the ``rectangle`` and ``fast_sigmoid`` surrogates, which save fp32
+  (reasons in :func:`saved_h_dtype`). The 16-bit rounding is threshold-consistent: when the
+  round-to-nearest value lands on the other side of ``thresh`` than the fp32 ``h``, the neighbouring
+  value on the forward's side is stored, so the backward recovers the forward's spikes exactly; a
+  finite ``h`` past the 16-bit range is saved as the largest finite value. Neither ``x`` nor the
+  spikes are saved; under ``torch.no_grad`` ``h`` is not written.
+* Memory traffic per neuron-step, the minimum for this op: forward reads ``x`` and writes ``s`` and
+  ``h`` (12 B fp32, 6 B 16-bit; 8 B / 4 B without grad), backward reads ``g_s`` and ``h`` and writes
+  ``g_x`` (12 B fp32, 6 B 16-bit).
+* No fused multiply-add: both kernels are launched with ``enable_fp_fusion=False`` (no LLVM
+  contraction, ``ptxas --fmad=false``), because an FMA rounds ``v * tau + x`` once and flips a spike
+  whenever the unfused sum lands exactly on ``thresh``. The interpreter evaluates each op separately
+  in numpy, unfused too. A test constructs inputs where the two roundings disagree.
 
-    dL/ds_t = g_s[t] + c_t * d(h_t * (1 - s_t))/ds_t = g_s[t] - c_t * h_t
-    g_h[t]  = c_t * (1 - s_t)  +  dL/ds_t * sg(h_t)
-            = c_t * (1 - s_t)  +  (g_s[t] - c_t * h_t) * sg(h_t)
-
-The reset is not detached, so the surrogate also carries the gradient of the reset: a neuron
-near threshold that spikes loses ``h_t`` of potential, and ``-c_t * h_t * sg(h_t)`` is what that
-loss costs according to the surrogate. Because ``h_t = v_{t-1} * tau + x_t``, ``g_x[t] = g_h[t]``
-and ``c_{t-1} = tau * g_h[t]``: a reverse-time scan that needs ``h_t`` and ``s_t`` only. The kernel
-evaluates the expression in the grouping written above because that is the order reference
-autograd rounds in (``g_s - c*h`` is accumulated on the spike, multiplied by the surrogate, then
-added to ``c * (1 - s)``), which keeps fp32 gradients equal to the reference to the last bit on
-the interpreter. The last step is peeled: there ``g_h = g_s * sg(h)`` with no ``c`` term at all
-(reference autograd never visits the unused last reset, so ``0 * h`` never makes a NaN when h is
-infinite).
-
-Saved state (counted by a test with ``torch.autograd.graph.saved_tensors_hooks``). The reference
-saves 16 bytes per fp32 neuron-step (``h - thresh`` and ``s`` for the surrogate, ``1 - s`` and ``h``
-for the reset product). This kernel saves only ``h``:
-
-* fp32 input: ``h`` in fp32, 4 bytes per neuron-step. The backward recomputes ``s`` exactly.
-* fp16 / bf16 input: ``h`` rounded to the input dtype, 2 bytes per neuron-step, with
-  threshold-consistent rounding: when the round-to-nearest value ``q`` lands on the other side of
-  ``thresh`` than the fp32 ``h`` did (``(q - thresh > 0) != s``), the neighbouring representable
-  value on the correct side is stored instead (a one-ulp nudge on the bit pattern). The backward
-  therefore recovers the forward's spikes exactly; only ``c * h`` and ``sg(h)`` see the rounding.
-  A finite ``h`` past the 16-bit range (fp16 above 65504) is saved as the largest finite value,
-  not inf, so the backward does not turn ``c * h`` into inf or NaN where fp32 would not.
-
-Neither ``x`` nor the spikes are saved. Under ``torch.no_grad`` (or when ``x`` does not require
-grad) ``h`` is not written at all.
-
-Memory traffic per neuron-step, the minimum for this op (the kernel moves exactly this):
-forward reads ``x`` and writes ``s`` and ``h`` (12 B fp32, 6 B fp16/bf16; 8 B / 4 B without grad),
-backward reads ``g_s`` and ``h`` and writes ``g_x`` (12 B fp32, 6 B fp16/bf16). The eager reference
-runs about eight elementwise kernels per step, each reading and writing whole ``[B, N]`` tensors.
-
-Floating-point contraction. On the GPU the compiler may fuse ``v * tau + x`` into one FMA, which
-rounds once instead of twice and flips a spike whenever the unfused sum lands exactly on
-``thresh``. We choose exactness: both kernels are launched with ``enable_fp_fusion=False`` (a
-Triton compile option: no LLVM contraction, ``ptxas --fmad=false``), so every product and sum is
-rounded like eager PyTorch. The interpreter ignores the option and evaluates each op separately
-in numpy, which is unfused too. A test constructs inputs where the two roundings disagree.
-
-Layout. ``x`` is viewed as ``[B, T, N]`` (no copy when the trailing dims collapse; a copy only when
-they do not) and read through its strides, so transposed views and a stride-0 time dimension
-(``h.unsqueeze(1).expand(B, T, N)``) are read in place. Outputs are contiguous. A 1-D grid
-enumerates ``[BLOCK_B, BLOCK_N]`` tiles of the ``(B, N)`` neuron plane, N fastest; each program
-owns its tile for all T steps (``T`` is a runtime loop bound and not specialised on, so long
-sequences do not recompile). Offsets are int64, so tensors past 2**31 elements are addressed
-correctly.
+Layout. ``x`` is viewed as ``[B, T, N]`` (no copy when the trailing dims collapse) and read through
+its strides, so transposed views and a stride-0 time dimension are read in place. Outputs are
+written through their strides too: ``[B, T, ...]`` by default, ``[T, B, ...]`` storage with
+``time_major=True``, or the caller's buffers (``out=``/``h_out=``). A 1-D grid enumerates
+``[BLOCK_B, BLOCK_N]`` tiles of the ``(B, N)`` neuron plane, N fastest; each program owns its tile
+for all T steps (``T`` is a runtime loop bound, so long sequences do not recompile). Offsets are
+int64, so tensors past 2**31 elements are addressed correctly.
 
 Interpreter. When no CUDA device is present and the user has not chosen (``TRITON_INTERPRET`` unset
 and ``triton.knobs.runtime.interpret`` not set explicitly), importing this module sets
-``TRITON_INTERPRET=1`` before the kernels are decorated (Triton 3.x reads it through
-``triton.knobs.runtime.interpret`` at decoration time, so this works even when ``triton`` was
-imported earlier), and the first launch logs one line saying the kernel runs in the interpreter.
-Only builtins of ``triton.language`` are used inside the kernels (no ``tl.cdiv``/``tl.zeros``,
-which are themselves ``@triton.jit`` functions and were decorated for the GPU if ``triton`` had been
-imported before the interpreter was chosen). The interpreter truncates fp32 -> bf16 casts, so
-bf16 is converted by hand with the bit-exact round-to-nearest-even that PyTorch and
-``cvt.rn.bf16.f32`` use.
+``TRITON_INTERPRET=1`` before the kernels are decorated (Triton 3.x reads it at decoration time, so
+this works even when ``triton`` was imported earlier), and the first launch logs one line saying the
+kernel runs in the interpreter. Only builtins of ``triton.language`` are used inside the kernels (no
+``tl.cdiv``/``tl.zeros``, which are themselves ``@triton.jit`` functions and were decorated for the
+GPU if ``triton`` had been imported before the interpreter was chosen). The interpreter truncates
+fp32 -> bf16 casts, so bf16 is converted by hand with the bit-exact round-to-nearest-even that
+PyTorch and ``cvt.rn.bf16.f32`` use.
 
 Compiled code (checked without a GPU by ``tests/test_static_sm90.py``, report in
 ``benchmarks/RESULTS.md``): each step's loads are issued before the previous step's stores (both
-kernels), a stride-0 time input is loaded once per tile (``X_BCAST``, decided by the launcher), and
-compiled launches convert with the hardware's ``cvt.rn`` (``HW_CVT``; the interpreter keeps the
-hand-written exact path). Contiguous, 16-byte-aligned tensors with N % 16 == 0 get 128-bit accesses;
-other N or an offset view fall back to scalar accesses on that tensor (about 2x the instructions).
-
-Limits: float16, bfloat16 and float32 inputs (float64 is rejected: the kernel computes in fp32);
-``tau``, ``thresh`` and ``gamma`` are Python numbers (no gradient to them); no double backward.
+kernels), a stride-0 time input is loaded once per tile (``X_BCAST``), and compiled launches convert
+with the hardware's ``cvt.rn`` (``HW_CVT``; the interpreter keeps the hand-written exact path).
+Contiguous, 16-byte-aligned tensors with N % 16 == 0 get 128-bit accesses; other N or an offset view
+fall back to scalar accesses on that tensor (about 2x the instructions).
 """
 
 from __future__ import annotations
@@ -97,8 +64,10 @@ import os
 
 import torch
 
-from snn.neuron import LIFSpec, make_lif_function
-from snn.ops import register_lif_ops
+from snn.lif.eager import differentiable_h
+from snn.lif.signature import make_lif_function
+from snn.lif.spec import LIFSpec
+from snn.lif.ops import register_lif_ops
 
 
 def _choose_interpreter() -> None:
@@ -201,7 +170,7 @@ def _round_to_side(h, spike, bounds, DTYPE: tl.constexpr, HW_CVT: tl.constexpr):
 
 @triton.jit
 def _reset(h, spike, thresh, v_reset, SOFT_RESET: tl.constexpr, HAS_V_RESET: tl.constexpr):
-    """``v = R(h, s)`` of snn/neuron.py, rounded as the reference's reset."""
+    """``v = R(h, s)`` of snn/lif/spec.py, rounded as the reference's reset."""
     if SOFT_RESET:
         v = h - spike * thresh
     else:
@@ -361,7 +330,7 @@ def _lif_fwd_kernel(
 
 @triton.jit
 def _surrogate(z, SURROGATE: tl.constexpr, sg_a, sg_b):
-    """``sg(z)`` of snn/neuron.py (``surrogate_gradient``), op for op; constants from :func:`_surrogate_constants`."""
+    """``sg(z)`` of snn/lif/spec.py (``surrogate_gradient``), op for op; constants from :func:`_surrogate_constants`."""
     if SURROGATE == 0:  # triangle: max(0, alpha - |z|) * (1 / alpha**2); a = alpha, b = 1 / alpha / alpha
         sg = sg_a - tl.abs(z)
         sg = tl.where(sg < 0, 0.0, sg)  # clamp(min=0) that keeps NaN, as torch.clamp does
@@ -452,7 +421,7 @@ def _lif_bwd_kernel(
     v_reset,  # fp32 potential after a hard reset (HAS_V_RESET)
     sg_a,  # fp32 surrogate constants (see _surrogate / _surrogate_constants), rounded once on the host
     sg_b,
-    SURROGATE: tl.constexpr,  # 0 triangle, 1 sigmoid, 2 atan, 3 rectangle, 4 fast_sigmoid (snn.neuron.SURROGATES)
+    SURROGATE: tl.constexpr,  # 0 triangle, 1 sigmoid, 2 atan, 3 rectangle, 4 fast_sigmoid (snn.lif.spec.SURROGATES)
     SOFT_RESET: tl.constexpr,  # dR/dh = 1 (reset="soft", and "subtract_next")
     HAS_V_RESET: tl.constexpr,
     DELAYED_RESET: tl.constexpr,  # reset="subtract_next" (detached): v = h, h_t holds - thresh * s_{t-1}
@@ -599,7 +568,7 @@ def _check_input(x, what: str = "x") -> None:
 
 
 def _check_params(tau, thresh, gamma) -> tuple:
-    """``tau``/``thresh``: numbers, or tensors (checked for shape by snn.neuron); ``gamma`` (alpha): a number or None."""
+    """``tau``/``thresh``: numbers, or tensors (checked for shape by snn.lif.spec); ``gamma`` (alpha): a number or None."""
     for name, value in (("tau", tau), ("thresh", thresh), ("gamma", gamma)):
         if value is None and name == "gamma":
             continue
@@ -697,7 +666,7 @@ def _log_interpreter_notice() -> None:
     global _notice_logged
     if INTERPRETED and not _notice_logged:
         _notice_logged = True
-        _log.warning("kernels.lif: the Triton LIF kernel runs in the Triton interpreter on CPU (TRITON_INTERPRET=1): correct but slow.")
+        _log.warning("kernels.lif.triton_launch: the Triton LIF kernel runs in the Triton interpreter on CPU (TRITON_INTERPRET=1): correct but slow.")
 
 
 # Compile options of every launch. enable_fp_fusion=False: no FMA contraction, so products and sums
@@ -752,7 +721,7 @@ def _side_bounds(thresh, dtype: torch.dtype):
 
 
 def _surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
-    """(sg_a, sg_b) of :func:`_surrogate`, computed on the host exactly as snn.neuron's formulas do."""
+    """(sg_a, sg_b) of :func:`_surrogate`, computed on the host exactly as snn.lif.spec's formulas do."""
     alpha = spec.surrogate_alpha
     if spec.surrogate == "triangle":
         return alpha, 1.0 / alpha / alpha
@@ -974,7 +943,7 @@ def _as_2d(t: torch.Tensor, B: int, N: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# registered operators (autograd, fake tensors, vmap: snn/ops.py)
+# registered operators (autograd, fake tensors, vmap: snn/lif/ops.py)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1000,5 +969,5 @@ _triton_core = register_lif_ops(
     h_dtype=saved_h_dtype, v_dtype=torch.float32, check=_check_input,
 )
 
-# Spikes of a LIF layer (the neuron of snn.neuron), fused into one kernel per direction.
-lif_spike = make_lif_function(_triton_core, "lif_spike")
+# Spikes of a LIF layer (the neuron of snn.lif.spec), fused into one kernel per direction.
+lif_spike = make_lif_function(_triton_core, "lif_spike", h_gradient=differentiable_h)

@@ -1,7 +1,8 @@
-"""The ``torch`` backend: the LIF layer in plain PyTorch with a hand-written backward.
+"""The ``eager`` backend: the LIF layer in plain PyTorch with a hand-written backward (what the
+``torch`` backend runs off the CPU, for fp64, and where the C kernel cannot be built).
 
-Same function as :func:`snn.lif.lif_reference` (the seed's loop, differentiated by autograd) and
-the same recurrences as the Triton kernel; both are derived once, in :mod:`snn.neuron`.
+Same function as :func:`snn.lif.reference.lif_reference` (the seed's loop, differentiated by autograd) and
+the same recurrences as the Triton kernel; both are derived once, in :mod:`snn.lif.spec`.
 
 Why not just autograd of the loop: eager autograd records ~7 ops per step forward and ~14
 backward, saves 16 bytes per fp32 neuron-step and pays per-op dispatch on small ``[B, N]`` slices.
@@ -9,19 +10,20 @@ Here the forward runs 4-5 ops per step without recording anything and saves only
 fp32, 2 bytes fp16/bf16, exact: ``h`` is stored in the dtype it was computed in); the backward
 computes everything that does not depend on the carry (``1 - s`` and ``sg(z)``) in one pass over
 ``[B, T, N]``, runs 4-6 ops per step, and reduces the gradients of tensor ``tau``/``thresh`` in one
-pass after the scan. At the MNIST shape on a 2-core CPU this is ~4x faster than autograd of the
-loop. Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
+pass after the scan (benchmarks/RESULTS.md times it against autograd of the loop, contender
+"3b" against "1", shape by shape). Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
 so spikes are identical and, for the seed's neuron, fp32 input gradients equal reference
 autograd's to the last bit (tests/test_lif_contract.py). Arithmetic is in the input dtype, as in
-the reference. The optional ``h`` output gets its gradient from snn.neuron.membrane_with_gradient.
+the reference. The optional ``h`` output gets its gradient from snn.lif.spec.membrane_with_gradient.
 """
 
 from __future__ import annotations
 
 import torch
 
-from snn.neuron import LIFSpec, empty_like_input, make_lif_function, surrogate_gradient
-from snn.ops import register_lif_ops
+from snn.lif.signature import make_lif_function
+from snn.lif.spec import LIFSpec, empty_like_input, membrane_with_gradient, surrogate_gradient
+from snn.lif.ops import _plain_eager, register_lif_ops
 from snn.spikebits import pack_bits
 
 
@@ -82,7 +84,7 @@ def _sum_to_param(total: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
 
 def lif_torch_backward(grad_spikes, h_all, tau, thresh, spec: LIFSpec = LIFSpec(), grad_v=None, v0=None,
                        need_tau: bool = False, need_thresh: bool = False, need_v0: bool = False, grad_h=None):
-    """``(g_x, g_tau, g_thresh, g_v0)`` by the reverse-time scan of :mod:`snn.neuron` (None where not needed).
+    """``(g_x, g_tau, g_thresh, g_v0)`` by the reverse-time scan of :mod:`snn.lif.spec` (None where not needed).
 
     ``grad_h``: a gradient on the returned pre-reset potentials (a membrane loss), added to ``g_h[t]``.
 
@@ -174,9 +176,9 @@ def _backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_
     return lif_torch_backward(grad_spikes, h_all, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0)
 
 
-# The registered operators snn::lif_fwd_eager / snn::lif_bwd_eager (snn/ops.py) around the two functions
+# The registered operators snn::lif_fwd_eager / snn::lif_bwd_eager (snn/lif/ops.py) around the two functions
 # above: the `eager` backend, and what the `torch` backend runs off the CPU and under torch.export,
-# make_fx and torch.func (snn/lif_cpu.py; under torch.compile on the CPU it runs the fused C op).
+# make_fx and torch.func (kernels/lif/cpu_launch.py; under torch.compile on the CPU it runs the fused C op).
 eager_core = register_lif_ops("eager", _forward, _backward)
 
 
@@ -217,7 +219,7 @@ class MembraneGradient(torch.autograd.Function):
     """``h`` (a fused backend's pre-reset potentials) as a differentiable output: its backward is the
     reverse scan above with the gradient injected at ``h`` (and none on the spikes); the spikes' and
     the final potential's gradients come from the backend's own backward. Used by
-    :func:`snn.neuron.make_lif_function` for every backend that returns ``h`` without a gradient."""
+    :func:`differentiable_h` for every backend that returns ``h`` without a gradient."""
 
     @staticmethod
     def forward(ctx, h, x, tau, thresh, v0, spec):
@@ -237,4 +239,14 @@ class MembraneGradient(torch.autograd.Function):
         return None, g_x, g_tau, g_thresh, g_v0, None
 
 
-lif_torch = make_lif_function(_eager_or_custom_core, "lif_torch", accepts_custom_surrogate=True)
+def differentiable_h(h, x, tau, thresh, spec: LIFSpec, v0, spikes):
+    """A backend's ``h`` with the gradient of :func:`snn.lif.spec.membrane_with_gradient`: by this
+    backend's reverse scan (:class:`MembraneGradient`) in plain eager mode, by the autograd scan under
+    compilers and transforms. Every backend whose core returns ``h`` without a gradient uses it."""
+    if _plain_eager(x, *(t for t in (tau, thresh) if isinstance(t, torch.Tensor)), v0):
+        return MembraneGradient.apply(h.detach().to(x.dtype), x, tau, thresh, v0, spec).to(h.dtype)
+    scan = membrane_with_gradient(x, tau, thresh, spec, v0, spikes)  # the kernel's values, the scan's gradient
+    return h.detach() + (scan - scan.detach()).to(h.dtype)
+
+
+lif_torch = make_lif_function(_eager_or_custom_core, "lif_torch", accepts_custom_surrogate=True, h_gradient=differentiable_h)

@@ -1,10 +1,10 @@
 """The one place that maps a backend name to a LIF implementation and says what each supports.
 
-Every implementation has the signature of :func:`snn.neuron.make_lif_function` (the neuron and
-its options are specified in :mod:`snn.neuron`). ``train.py``, ``infer.py``, the layer module and
+Every implementation has the signature of :func:`snn.lif.spec.make_lif_function` (the neuron and
+its options are specified in :mod:`snn.lif.spec`). ``train.py``, ``infer.py``, the layer module and
 the model only pass the name through. A new backend is one module plus one entry here; a backend
 with its own forward and backward registers them as PyTorch operators with one call to
-:func:`snn.ops.register_lif_ops` (what torch.compile, torch.export and torch.func need).
+:func:`snn.lif.ops.register_lif_ops` (what torch.compile, torch.export and torch.func need).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from snn.errors import UserError
-from snn.neuron import CUSTOM_SURROGATE, LIFSpec
+from snn.lif.spec import CUSTOM_SURROGATE, LIFSpec
 
 LIFFunction = Callable[..., torch.Tensor]
 
@@ -26,7 +26,7 @@ FEATURES = (
     "surrogate='rectangle'", "surrogate='fast_sigmoid'", CUSTOM_SURROGATE, "tensor tau/thresh", "v0", "return_v",
     "return_h", "time_dim=0",
 )
-# A spike function of the user's needs autograd of it (snn.neuron.custom_surrogate_gradient): the fused kernels cannot call it.
+# A spike function of the user's needs autograd of it (snn.lif.spec.custom_surrogate_gradient): the fused kernels cannot call it.
 _FUSED = frozenset(FEATURES) - {CUSTOM_SURROGATE}
 
 
@@ -55,7 +55,7 @@ class Backend:
 
 _ALL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REGISTRY = {
-    "torch": Backend("torch", "fused C kernel on the CPU (fp32/bf16/fp16; snn/lif_cpu.py), eager PyTorch elsewhere; saves h only",
+    "torch": Backend("torch", "fused C kernel on the CPU (fp32/bf16/fp16; kernels/lif/cpu_launch.py), eager PyTorch elsewhere; on the CPU saves its input x only, elsewhere h",
                      _ALL_FLOATS, ("cpu", "cuda", "mps"), _FUSED),
     "eager": Backend("eager", "plain PyTorch, hand-written backward (one op per step; what the torch backend runs off the CPU)",
                      _ALL_FLOATS, ("cpu", "cuda", "mps")),
@@ -92,17 +92,17 @@ def get_lif_function(name: str) -> LIFFunction:
     if name == "torch":
         # The fused C kernel on CPU tensors (built at first use; the eager code, with one warning,
         # where no C compiler is found), the eager code below on other devices and for fp64.
-        from snn.lif_cpu import lif_torch_fused
+        from snn.kernels.lif.cpu_launch import lif_torch_fused
 
         return lif_torch_fused
     if name == "eager":
         # Plain PyTorch with a hand-written backward: bit-identical to autograd of the seed's loop
-        # (snn.lif.lif_reference, tests/test_lif_contract.py), at a fraction of its ops and memory.
-        from snn.lif_torch import lif_torch
+        # (snn.lif.reference.lif_reference, tests/test_lif_contract.py), at a fraction of its ops and memory.
+        from snn.lif.eager import lif_torch
 
         return lif_torch
     if name == "reference":
-        from snn.lif import lif_reference
+        from snn.lif.reference import lif_reference
 
         return lif_reference
     return _load_triton()

@@ -4,14 +4,14 @@
 signatures below) into two ``torch.library`` custom operators, ``snn::lif_fwd_<backend>`` and
 ``snn::lif_bwd_<backend>``, with fake (meta) implementations, autograd (``register_autograd`` with
 ``setup_context``) and a ``vmap`` rule, and returns the ``core`` that
-:func:`snn.neuron.make_lif_function` wraps into the public signature. Registering a backend is
+:func:`snn.lif.spec.make_lif_function` wraps into the public signature. Registering a backend is
 one line in its module::
 
     lif_torch = make_lif_function(register_lif_ops("torch", forward, backward), "lif_torch")
 
 Compilers and tracers then see one opaque, correctly shaped and strided op per direction instead
 of tracing into Python loops or the Triton interpreter. The schema carries everything a call
-needs, as schema types: the neuron's options (:class:`snn.neuron.LIFSpec` fields as str/float/
+needs, as schema types: the neuron's options (:class:`snn.lif.spec.LIFSpec` fields as str/float/
 bool), ``tau``/``thresh`` as ``Tensor?`` plus a ``float`` used when the tensor is absent, ``v0``
 as ``Tensor?``, and the output flags.
 
@@ -24,13 +24,13 @@ Backend functions (``tau``/``thresh`` are floats or tensors; ``x`` is ``[B, T, .
 (With ``saves_input=True`` the backward gets the input ``x`` in ``h``'s place and recomputes ``h``.)
 
 Output layout (what the fake implementations promise and the real ones are held to): spikes,
-``h`` and ``g_x`` are :func:`snn.neuron.empty_like_input` buffers (contiguous ``[B, T, ...]``, or
+``h`` and ``g_x`` are :func:`snn.lif.spec.empty_like_input` buffers (contiguous ``[B, T, ...]``, or
 ``[T, B, ...]`` storage when ``time_major``); ``v``, ``g_v0`` and the parameter gradients are
 contiguous. An output the call did not ask for is an empty ``[0]`` tensor (an op cannot return
 None). ``h`` is returned when ``save_h`` (the backward needs it) and carries no gradient.
 
 Per-call overhead. The public function calls the ``OpOverload`` directly (not the Python
-``CustomOpDef`` wrapper), builds :class:`~snn.neuron.LIFSpec` once per distinct option set
+``CustomOpDef`` wrapper), builds :class:`~snn.lif.spec.LIFSpec` once per distinct option set
 (cached), and the layout check on the outputs is a stride comparison; see
 ``benchmarks/op_overhead.py`` for the measured cost.
 
@@ -41,7 +41,7 @@ batched ``tau``/``thresh`` (one per vmapped element) and keeps their gradients p
 which is what per-sample gradients (``vmap(grad(f))``) need: folding ``V`` into ``B`` would sum them.
 
 Tracing. ``torch.jit.trace`` (and the legacy ``torch.onnx.export(dynamo=False)`` built on it) is
-refused by the public functions (:func:`snn.neuron.make_lif_function`): it would record the
+refused by the public functions (:func:`snn.lif.spec.make_lif_function`): it would record the
 spikes of the example input as a constant.
 """
 
@@ -51,7 +51,7 @@ import torch
 from torch._functorch.utils import enable_single_level_autograd_function
 from torch.autograd.function import _SingleLevelFunction
 
-from snn.neuron import LIFSpec, empty_like_input, surrogate_gradient
+from snn.lif.spec import LIFSpec, empty_like_input, surrogate_gradient
 
 NAMESPACE = "snn"
 _OPTIONS = "str reset, float v_reset, bool detach_reset, str surrogate, float? alpha"
@@ -90,7 +90,7 @@ def _join(tensor, number):
 
 
 def _strides(shape, time_major: bool) -> tuple:
-    """The strides of :func:`snn.neuron.empty_like_input` for ``shape``."""
+    """The strides of :func:`snn.lif.spec.empty_like_input` for ``shape``."""
     order = ([1, 0] + list(range(2, len(shape)))) if time_major else list(range(len(shape)))
     strides, step = [0] * len(shape), 1
     for dim in reversed(order):
@@ -121,7 +121,7 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
     ``v_dtype`` that of the final potential (default: the input's); ``check(x)`` runs before the op
     (a backend's own refusals: dtype, device). ``saves_input``: the backward recomputes ``h`` from
     the input, so autograd saves ``x`` and hands it to ``backward`` in ``h``'s place, and the
-    forward writes ``h`` only when the caller asks for it (the fused C kernel, snn/lif_cpu.py).
+    forward writes ``h`` only when the caller asks for it (the fused C kernel, kernels/lif/cpu_launch.py).
     """
     h_dtype = h_dtype or (lambda x_dtype, spec: x_dtype)
     lib = torch.library.Library(NAMESPACE, "FRAGMENT")  # noqa: TOR901  (kept alive in OPS below)
@@ -359,7 +359,7 @@ def _register_autograd(lib, name: str, op, setup_context, backward_formula) -> N
 
 
 # ---- the reference's Heaviside with a surrogate gradient, as an op -----------------------------------
-# The reference (snn/lif.py) is autograd of the seed's loop; its spike function (the seed's ZIF) is this
+# The reference (snn/lif/reference.py) is autograd of the seed's loop; its spike function (the seed's ZIF) is this
 # op rather than an autograd.Function, because Dynamo cannot trace an autograd.Function whose backward
 # reads a Python float (alpha) more than once per graph under torch.compile(dynamic=True). It saves
 # its input and output, as the seed's ZIF did.
