@@ -30,7 +30,7 @@ def installed(tmp_path_factory) -> Path:
 def test_only_the_snn_package_lands_on_sys_path(installed):
     top_level = sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin")
     assert top_level == ["snn"], f"pip install put {top_level} on sys.path"
-    assert (installed / "snn" / "kernels" / "lif.py").is_file(), "the Triton kernels are snn.kernels"
+    assert (installed / "snn" / "kernels" / "lif" / "triton_launch.py").is_file(), "the Triton kernels are snn.kernels.lif"
     assert (installed / "snn" / "kernels" / "lif" / "lif_cpu.c").is_file(), "the fused CPU kernel's source is packaged"
 
 
