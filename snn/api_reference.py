@@ -22,7 +22,7 @@ def _entries():
     return [
         ("snn.lif.layers", layers.LIFSpike), ("snn.lif.layers", layers.lif_spike), ("snn.time_distributed", time_distributed.TimeDistributed),
         ("snn.time_distributed", time_distributed.direct_encode), ("snn.lif.layers", layers.LeakyReadout), ("snn.stateful", stateful.LIFStep),
-        ("snn.monitor", monitor.SpikeMonitor), ("snn.lif.spec", neuron.LIFSpec),
+        ("snn.monitor", monitor.SpikeMonitor), ("snn.lif.spec", neuron.LIFOptions), ("snn.lif.spec", neuron.LIFSpec),
         ("snn.lif.spec", neuron.custom_surrogate_gradient), ("snn.lif.spec", neuron.membrane_with_gradient),
         ("snn.peers", peers.leaky), ("snn.peers", peers.from_snntorch), ("snn.peers", peers.lif_node),
         ("snn.peers", peers.if_node), ("snn.peers", peers.from_spikingjelly),

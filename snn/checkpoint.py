@@ -40,7 +40,7 @@ from snn.errors import UserError
 from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.memory import MEMORY_MODES
 from snn.model import MLPConfig, SpikingMLP
-from snn.lif.spec import RESETS, SURROGATES
+from snn.lif.spec import OPTION_FIELDS
 
 FORMAT = "snn-lif-mnist-mlp"
 FORMAT_VERSION = 1
@@ -111,16 +111,23 @@ def _optional(rule: Callable[[object], str | None]) -> Callable[[object], str | 
     return lambda value: None if value is None else rule(value)
 
 
-# The rules of the fields every model config shares: T and the neuron's options (snn.lif.spec.LIFSpec).
+def option_rule(option: dataclasses.Field) -> Callable[[object], str | None]:
+    """The check of one neuron option, from its definition in :class:`snn.lif.spec.LIFOptions`."""
+    if "choices" in option.metadata:
+        rule = _one_of(option.metadata["choices"])
+    elif isinstance(option.default, bool):
+        rule = _of_type(bool)
+    else:
+        rule = _finite_float(positive=option.metadata.get("positive", False))
+    return _optional(rule) if option.default is None else rule
+
+
+# The rules of the fields every model config shares: T, tau, thresh and the neuron's options.
 NEURON_RULES: dict[str, Callable[[object], str | None]] = {
     "time_steps": _integer(1, MAX_TIME_STEPS),
     "tau": _finite_float(),
     "thresh": _finite_float(),
-    "reset": _one_of(RESETS),
-    "v_reset": _finite_float(),
-    "detach_reset": _of_type(bool),
-    "surrogate": _one_of(tuple(SURROGATES)),
-    "alpha": _optional(_finite_float(positive=True)),  # the triangle divides by alpha**2
+    **{option.name: option_rule(option) for option in OPTION_FIELDS},
 }
 
 # One rule per MLPConfig field. A field added to MLPConfig without a rule here is checked by its

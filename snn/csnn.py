@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snn.lif.layers import LIFSpike
-from snn.lif.spec import LIFSpec
+from snn.lif.spec import LIFOptions
 from snn.memory import check_memory, csnn_forward_low
 from snn.time_distributed import direct_encode, fold_time, unfold_time
 
@@ -43,20 +43,17 @@ IF_TAU = 1.0  # SpikingJelly's IFNode: no leak
 
 
 @dataclass(frozen=True)
-class CSNNConfig:
-    """Everything that fixes the CSNN's function (stored in checkpoints). Defaults: SpikingJelly's
-    tutorial network (C = 128, T = 4, IF neurons with the atan surrogate)."""
+class CSNNConfig(LIFOptions):
+    """Everything that fixes the CSNN's function (stored in checkpoints, flat): the neuron's options
+    (:class:`snn.lif.spec.LIFOptions`; ``.spec`` is the layers' spec) and the fields below. Defaults:
+    SpikingJelly's tutorial network (C = 128, T = 4, IF neurons with the atan surrogate)."""
 
     channels: int = 128
     num_classes: int = 10
     time_steps: int = 4
     tau: float = IF_TAU
     thresh: float = 1.0
-    reset: str = "hard"
-    v_reset: float = 0.0
-    detach_reset: bool = False
-    surrogate: str = "atan"
-    alpha: float | None = None  # None = the surrogate's default (atan: 2, SpikingJelly's ATan())
+    surrogate: str = "atan"  # SpikingJelly's ATan() (alpha None = its default, 2)
     memory: str = "plain"  # "low": bits and recomputed blocks in training (snn.memory; same function)
 
     def to_dict(self) -> dict:
@@ -69,10 +66,6 @@ class CSNNConfig:
             raise ValueError(f"channels and time_steps must be >= 1, got {self.channels} and {self.time_steps}")
         check_memory(self.memory)
         return self
-
-    @property
-    def spec(self) -> LIFSpec:
-        return LIFSpec(self.reset, self.v_reset, self.detach_reset, self.surrogate, self.alpha)
 
 
 class RepeatedInputBatchNorm2d(nn.BatchNorm2d):
@@ -121,8 +114,7 @@ class SpikingCSNN(nn.Module):
         spec, channels = config.spec, config.channels
 
         def lif() -> LIFSpike:
-            return LIFSpike(tau=config.tau, thresh=config.thresh, reset=spec.reset, v_reset=spec.v_reset,
-                            detach_reset=spec.detach_reset, surrogate=spec.surrogate, alpha=spec.alpha, backend=backend)
+            return LIFSpike(tau=config.tau, thresh=config.thresh, spec=spec, backend=backend)
 
         self.conv1 = nn.Conv2d(1, channels, 3, padding=1, bias=False)
         self.bn1 = RepeatedInputBatchNorm2d(channels, repeats=config.time_steps)

@@ -21,12 +21,14 @@ from torch import nn
 
 from snn.lif.layers import LIFSpike, direct_encode
 from snn.memory import check_memory
-from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec
+from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFOptions
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    """Everything that fixes the network's function (stored in checkpoints)."""
+class MLPConfig(LIFOptions):
+    """Everything that fixes the network's function (stored in checkpoints, flat): the neuron's
+    options (inherited from :class:`snn.lif.spec.LIFOptions`, the seed's neuron by default; ``.spec``
+    is the layers' :class:`LIFSpec`) and the fields below."""
 
     in_features: int = 784
     hidden: int = 512
@@ -34,12 +36,6 @@ class MLPConfig:
     time_steps: int = 6
     tau: float = DEFAULT_TAU  # initial value when learn_tau
     thresh: float = DEFAULT_THRESH  # initial value when learn_thresh
-    # The neuron's options (snn.lif.spec.LIFSpec); the defaults are the seed's neuron.
-    reset: str = "hard"
-    v_reset: float = 0.0
-    detach_reset: bool = False
-    surrogate: str = "triangle"
-    alpha: float | None = None  # the surrogate's parameter; None = its default (triangle: the seed's gamma = 1)
     learn_tau: bool = False  # one learnable tau per hidden neuron and layer
     learn_thresh: bool = False  # one learnable thresh per hidden neuron and layer
     # "low": training saves spikes as bits and recomputes blocks (snn.memory); same function and
@@ -55,10 +51,6 @@ class MLPConfig:
         check_memory(self.memory)
         return self
 
-    @property
-    def spec(self) -> LIFSpec:
-        return LIFSpec(self.reset, self.v_reset, self.detach_reset, self.surrogate, self.alpha)
-
 
 class SpikingMLP(nn.Module):
     """Spiking MLP on images ``[B, 1, 28, 28]`` (or ``[B, 784]``); returns logits ``[B, 10]``."""
@@ -66,12 +58,8 @@ class SpikingMLP(nn.Module):
     def __init__(self, config: MLPConfig = MLPConfig(), backend: str = "torch"):
         super().__init__()
         self.config = config
-        spec = config.spec
-        lif_args = dict(
-            tau=config.tau, thresh=config.thresh, reset=spec.reset, v_reset=spec.v_reset, detach_reset=spec.detach_reset,
-            surrogate=spec.surrogate, alpha=spec.alpha, learn_tau=config.learn_tau, learn_thresh=config.learn_thresh,
-            param_shape=(config.hidden,), backend=backend,
-        )
+        lif_args = dict(tau=config.tau, thresh=config.thresh, spec=config.spec, learn_tau=config.learn_tau,
+                        learn_thresh=config.learn_thresh, param_shape=(config.hidden,), backend=backend)
         self.fc1 = nn.Linear(config.in_features, config.hidden)
         self.lif1 = LIFSpike(**lif_args)
         self.fc2 = nn.Linear(config.hidden, config.hidden)

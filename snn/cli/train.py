@@ -43,7 +43,7 @@ from snn.distributed import teardown as teardown_distributed
 from snn.cli import MAX_SEED, bounded, run_script
 from snn.errors import UserError, run_cli
 from snn.model import MLPConfig, SpikingMLP
-from snn.lif.spec import RESETS, SURROGATES
+from snn.lif.spec import OPTION_FIELDS, OPTION_NAMES
 from snn.monitor import format_rates
 from snn.training import LOSSES, OPTIMIZERS, SCHEDULES, Diverged, evaluate, make_optimizer, train_one_epoch
 
@@ -57,8 +57,6 @@ MAX_BATCH = 1 << 20
 MAX_SAMPLES = 1 << 31
 MAX_SHIFT = 8
 MAX_LR = 10.0
-MAX_NEURON_VALUE = 1e3
-MIN_ALPHA, MAX_ALPHA = 1e-3, 1e3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,15 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "gradients, far fewer saved bytes, more time; README 'Memory'); default: plain")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     neuron = parser.add_argument_group("neuron options (snn/lif/spec.py; the defaults are the seed's neuron)")
-    neuron.add_argument("--reset", choices=RESETS, default="hard", help="hard: v = h(1-s) + v_reset s; soft: v = h - thresh s; subtract_next: snnTorch's subtract reset (with --detach-reset)")
-    neuron.add_argument("--v-reset", type=bounded(float, -MAX_NEURON_VALUE, MAX_NEURON_VALUE), default=0.0,
-                        help=f"potential after a hard reset, -{MAX_NEURON_VALUE:g}..{MAX_NEURON_VALUE:g} (default: 0)")
-    neuron.add_argument("--detach-reset", action="store_true", help="no gradient through the reset's use of the spike")
-    neuron.add_argument("--surrogate", choices=tuple(SURROGATES), default=None,
-                        help="surrogate of ds/dh (default: triangle for the MLP, atan for the CSNN)")
-    neuron.add_argument("--alpha", type=bounded(float, MIN_ALPHA, MAX_ALPHA), default=None,
-                        help=f"the surrogate's parameter, {MIN_ALPHA:g}..{MAX_ALPHA:g} "
-                             "(default: triangle 1, sigmoid 4, atan 2, rectangle 1)")
+    add_option_flags(neuron)
     neuron.add_argument("--learn-tau", action="store_true", help="one learnable tau per hidden neuron")
     neuron.add_argument("--learn-thresh", action="store_true", help="one learnable threshold per hidden neuron")
     workload = parser.add_argument_group("model, data and recipe (defaults: the seed's MLP on MNIST)")
@@ -131,19 +121,55 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--lr must be a finite positive number, at most {MAX_LR:g}, got {args.lr}")
     try:
         model_config(args)
-    except ValueError as exc:  # LIFSpec's sentence, e.g. a v_reset with a soft reset
-        parser.error(str(exc).replace("v_reset", "--v-reset").replace("alpha", "--alpha"))
+    except ValueError as exc:  # LIFSpec's sentence, e.g. a v_reset with a soft reset: it starts with the option
+        name, _, rest = str(exc).partition(" ")
+        parser.error(f"{option_flag(name)} {rest}" if name in OPTION_NAMES else str(exc))
     return args
 
 
-# MLPConfig fields set from the command line (flag name = field name).
-CONFIG_ARGS = ("time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "learn_tau", "learn_thresh", "memory")
-CSNN_CONFIG_ARGS = ("channels", "time_steps", "reset", "v_reset", "detach_reset", "surrogate", "alpha", "memory")
+MODEL_CONFIGS = {"mlp": MLPConfig, "csnn": CSNNConfig}
+MODEL_NAMES_IN_HELP = {"mlp": "the MLP", "csnn": "the CSNN"}
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def option_defaults(name: str) -> dict:
+    """``{model: default}`` of one neuron option, as each model's config class defines it."""
+    return {model: getattr(config(), name) for model, config in MODEL_CONFIGS.items()}
+
+
+def add_option_flags(group) -> None:
+    """One flag per neuron option, generated from :class:`snn.lif.spec.LIFOptions` (choices, range,
+    help); an option whose default differs between the models is filled in by
+    :func:`resolve_model_defaults` from the chosen model's config."""
+    for option in OPTION_FIELDS:
+        rules, help = option.metadata, option.metadata["help"]
+        defaults = option_defaults(option.name)
+        if isinstance(option.default, bool):
+            assert not any(defaults.values()), "a bool option's flag switches it on"
+            group.add_argument(option_flag(option.name), action="store_true", help=help)
+            continue
+        kind = {"choices": rules["choices"]} if "choices" in rules else {"type": bounded(float, *rules["range"])}
+        if "range" in rules:
+            help += ", {:g}..{:g}".format(*rules["range"])
+        if len(set(defaults.values())) > 1:
+            default, said = None, ", ".join(f"{value} for {MODEL_NAMES_IN_HELP[model]}" for model, value in defaults.items())
+        else:
+            default = defaults["mlp"]
+            said = rules.get("default_help", f"{default:g}" if isinstance(default, float) else default)
+        group.add_argument(option_flag(option.name), default=default, help=f"{help} (default: {said})", **kind)
+
+
+# Config fields set from the command line (flag name = field name): the neuron's options and these.
+CONFIG_ARGS = ("time_steps", *OPTION_NAMES, "learn_tau", "learn_thresh", "memory")
+CSNN_CONFIG_ARGS = ("channels", "time_steps", *OPTION_NAMES, "memory")
 CPU_CHANNELS = 32  # the CSNN's default --channels: sized for a 2-core CPU (benchmarks/RESULTS.md)
 CPU_EPOCHS = 10  # the CSNN's default --epochs: 91.80 % on Fashion-MNIST in ~16 min at C=32 on the quiet 2-core CPU (benchmarks/RESULTS.md)
-MODEL_DEFAULTS = {"mlp": {"epochs": 20, "lr": 1e-3, "time_steps": 6, "surrogate": "triangle", "loss": "ce", "augment": DEFAULT_AUGMENT},
+MODEL_DEFAULTS = {"mlp": {"epochs": 20, "lr": 1e-3, "time_steps": 6, "loss": "ce", "augment": DEFAULT_AUGMENT},
                   # the CSNN's recipe was measured without the digit augmentation (README, "CSNN")
-                  "csnn": {"epochs": CPU_EPOCHS, "lr": 3e-3, "time_steps": 4, "surrogate": "atan", "loss": "mse", "channels": CPU_CHANNELS,
+                  "csnn": {"epochs": CPU_EPOCHS, "lr": 3e-3, "time_steps": 4, "loss": "mse", "channels": CPU_CHANNELS,
                            "augment": "none"}}
 
 
@@ -151,8 +177,11 @@ ACTIVITY_SAMPLES = 1000  # test images over which each epoch's firing rates and 
 
 
 def resolve_model_defaults(args: argparse.Namespace) -> None:
-    """Fill the flags whose default depends on --model (left None by the parser)."""
-    for name, value in MODEL_DEFAULTS[getattr(args, "model", "mlp")].items():
+    """Fill the flags whose default depends on --model (left None by the parser): the recipe's
+    (``MODEL_DEFAULTS``) and the neuron options' (the model config's defaults)."""
+    model = getattr(args, "model", "mlp")
+    options = {name: option_defaults(name)[model] for name in OPTION_NAMES}
+    for name, value in {**options, **MODEL_DEFAULTS[model]}.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from snn.lif.backends import check_supported, features_used, get_lif_function
-from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, check_tau_values, resolve_spec
+from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, check_tau_values, resolve_spec, takes_options
 from snn.time_distributed import TimeDistributed, apply_per_step, direct_encode  # noqa: F401  (re-exported)
 
 TAU_PARAMS = ("clamp", "sigmoid")  # how a learnable tau is kept in [0, 1] (LIFSpike's tau_param)
@@ -33,19 +33,19 @@ class _Sigmoid(nn.Module):
         return torch.logit(tau)
 
 
+@takes_options
 def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: float | None = None, *, backend: str = "torch",
-        reset: str = "hard", v_reset: float = 0.0, detach_reset: bool = False, surrogate: str = "triangle",
-        alpha: float | None = None, spec: LIFSpec | None = None, time_dim: int = 1, v0: torch.Tensor | None = None,
-        return_v: bool = False, return_h: bool = False):
+              spec: LIFSpec | None = None, time_dim: int = 1, v0: torch.Tensor | None = None,
+              return_v: bool = False, return_h: bool = False, **options):
     """Functional LIF layer: spikes of ``x`` (``[B, T, ...]``; ``[T, B, ...]`` with ``time_dim=0``).
 
     ``backend`` is one of :data:`snn.lif.backends.BACKENDS`; the other arguments are those of every
-    implementation (:func:`snn.lif.spec.make_lif_function`): the options as keywords or as
-    ``spec=LIFSpec(...)``. A backend that lacks an option says so in one sentence.
+    implementation (:func:`snn.lif.signature.make_lif_function`): the options
+    (:class:`snn.lif.spec.LIFOptions`) as keywords or as ``spec=LIFSpec(...)``. A backend that
+    lacks an option says so in one sentence.
     """
     try:
-        spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
-                            surrogate=surrogate, alpha=alpha)
+        spec = resolve_spec(spec, gamma, **options)
     except ValueError as exc:
         raise ValueError(f"lif_spike: {exc}") from None
     tensor_params = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)
@@ -73,23 +73,22 @@ class LIFSpike(nn.Module):
     is used as ``thresh.clamp(min=0)``. ``layer.tau`` / ``layer.thresh`` read the stored values;
     :meth:`effective_params` gives what the neuron uses. ``input_scale`` multiplies the input
     first (SpikingJelly's ``decay_input=True`` is ``1/tau_sj``). ``gamma`` is the seed's name for
-    the triangle surrogate's ``alpha``; ``surrogate`` may be a spike function on the eager and
-    reference backends (:func:`snn.lif.spec.custom_surrogate_gradient`).
+    the triangle surrogate's ``alpha``. The neuron's options (:class:`snn.lif.spec.LIFOptions`: ``reset``,
+    ``v_reset``, ``detach_reset``, ``surrogate``, ``alpha``) are keywords, or ``spec=LIFSpec(...)``;
+    ``surrogate`` may be a spike function on the eager and reference backends
+    (:func:`snn.lif.spec.custom_surrogate_gradient`).
     ``forward(x, v0=None, return_v=False, return_h=False)``: pass the final potential of one chunk
     as ``v0`` of the next to process a long sequence in pieces (identical to one call).
     """
 
+    @takes_options
     def __init__(
         self,
         tau=DEFAULT_TAU,
         thresh=DEFAULT_THRESH,
         gamma: float | None = None,
         *,
-        reset: str = "hard",
-        v_reset: float = 0.0,
-        detach_reset: bool = False,
-        surrogate: str = "triangle",
-        alpha: float | None = None,
+        spec: LIFSpec | None = None,
         learn_tau: bool = False,
         learn_thresh: bool = False,
         param_shape: tuple[int, ...] = (),
@@ -97,11 +96,11 @@ class LIFSpike(nn.Module):
         input_scale: float = 1.0,
         time_dim: int = 1,
         backend: str = "torch",
+        **options,
     ):
         super().__init__()
         try:
-            self.spec = resolve_spec(None, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
-                                     surrogate=surrogate, alpha=alpha)
+            self.spec = resolve_spec(spec, gamma, **options)
             check_tau_values(tau)
             if tau_param not in TAU_PARAMS:
                 raise ValueError(f"tau_param must be one of {', '.join(map(repr, TAU_PARAMS))}, got {tau_param!r}")

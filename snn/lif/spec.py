@@ -77,8 +77,9 @@ reference autograd rounds in; for the defaults the fp32 gradients are then equal
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import torch
@@ -95,20 +96,57 @@ CUSTOM_SURROGATE = "custom surrogate"  # the feature name of a callable surrogat
 TIME_DIMS = (0, 1)
 
 
+def _option(default, help: str, **rules):
+    """A neuron option: its default, one line of help, and the rules every place that takes it derives
+    its checks from (``choices``; ``range`` for the command line; ``positive``; ``default_help``: the
+    default in words where the value ``None`` stands for one)."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
 @dataclass(frozen=True)
-class LIFSpec:
-    """The static options of a LIF layer (hashable: one compiled kernel variant per spec).
+class LIFOptions:
+    """The neuron's options, defined once: :class:`LIFSpec` validates them, a model config inherits them
+    (``MLPConfig(LIFOptions)``: stored flat in checkpoints, its ``.spec`` is the layer's spec), and the
+    command-line flags (``snn.cli.train``), the checkpoint checks (``snn.checkpoint``), the keyword
+    arguments of :func:`snn.lif.layers.lif_spike` / ``LIFSpike`` and the op schema (``snn.lif.ops``) are
+    generated from ``dataclasses.fields(LIFOptions)``. Adding an option is one field here."""
+
+    reset: str = _option("hard", "hard: v = h(1-s) + v_reset s; soft: v = h - thresh s; subtract_next: snnTorch's "
+                                 "subtract reset (with --detach-reset)", choices=RESETS)
+    v_reset: float = _option(0.0, "potential after a hard reset", range=(-1e3, 1e3))
+    detach_reset: bool = _option(False, "no gradient through the reset's use of the spike")
+    surrogate: str = _option("triangle", "surrogate of ds/dh", choices=tuple(SURROGATES))
+    alpha: float | None = _option(None, "the surrogate's parameter", range=(1e-3, 1e3), positive=True,
+                                  default_help=", ".join(f"{name} {default:g}" for name, (default, _) in SURROGATES.items())
+                                  )  # positive: the triangle divides by alpha**2
+
+    @property
+    def spec(self) -> "LIFSpec":
+        """These options as the (validated) :class:`LIFSpec` of a layer."""
+        return LIFSpec(**options_of(self))
+
+
+OPTION_FIELDS = fields(LIFOptions)
+OPTION_NAMES = tuple(option.name for option in OPTION_FIELDS)
+
+
+def options_of(source) -> dict:
+    """``{name: value}`` of the neuron options of ``source`` (a spec, a model config, parsed flags)."""
+    return {name: getattr(source, name) for name in OPTION_NAMES}
+
+
+@dataclass(frozen=True)
+class LIFSpec(LIFOptions):
+    """The static options of a LIF layer (hashable: one compiled kernel variant per spec), validated.
 
     ``tau`` and ``thresh`` are not here: they may be tensors (per-neuron, learnable) and are passed
     beside the spec. ``alpha=None`` means the surrogate's default (``SURROGATES``). ``surrogate`` is
     a name of ``SURROGATES`` or a spike function (:func:`custom_surrogate_gradient`).
     """
 
-    reset: str = "hard"
-    v_reset: float = 0.0
-    detach_reset: bool = False
-    surrogate: str = "triangle"
-    alpha: float | None = None
+    @property
+    def spec(self) -> "LIFSpec":
+        return self
 
     def __post_init__(self):
         if self.reset not in RESETS:
@@ -291,7 +329,12 @@ def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | Non
 
 def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) -> LIFSpec:
     """The spec of a call that takes the options as ``spec=`` or as keywords (``gamma``: the seed's
-    name for ``alpha``), refusing a call that gives both or gives the surrogate's parameter twice."""
+    name for ``alpha``), refusing a call that gives both, gives the surrogate's parameter twice, or
+    names an option that does not exist."""
+    unknown = [name for name in options if name not in OPTION_NAMES]
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r} (the neuron's options are "
+                        f"{', '.join(OPTION_NAMES)}, or spec=)")
     if gamma is not None:
         if options.get("alpha") is not None:
             raise ValueError("give the surrogate's parameter once: gamma is the seed's name for alpha")
@@ -302,6 +345,19 @@ def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) ->
     if any(value != getattr(defaults, name) for name, value in options.items()):
         raise ValueError("pass the options either as spec= or as keywords, not both")
     return spec
+
+
+def takes_options(fn):
+    """Give ``fn(..., **options)`` the neuron's options as keyword-only parameters in its signature
+    (what ``help``, ``inspect`` and the README's API reference show), from :class:`LIFOptions`; the
+    body passes ``**options`` to :func:`resolve_spec`, which refuses a name that is not an option."""
+    signature = inspect.signature(fn)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    at = next((i for i, p in enumerate(params) if p.name == "spec"), len(params))
+    options = [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                                 annotation=option.type) for option in OPTION_FIELDS]
+    fn.__signature__ = signature.replace(parameters=params[:at] + options + params[at:])
+    return fn
 
 
 def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spikes: torch.Tensor) -> torch.Tensor:
