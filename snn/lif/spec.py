@@ -1,8 +1,8 @@
 """The LIF neuron's specification: its options, their defaults, and the one derivation of its math.
 
-Every implementation (the reference in :mod:`snn.lif.reference`, the torch backend in :mod:`snn.lif.eager`,
-the Triton kernel in :mod:`kernels.lif.triton_launch`) imports :class:`LIFSpec` from here and implements the
-recurrences below; the README and the other modules link here instead of restating them. This
+Every implementation (the reference in :mod:`snn.lif.reference`, the eager backend in :mod:`snn.lif.eager`,
+the fused C kernel of the torch backend in :mod:`kernels.lif.cpu_launch`, the Triton kernel in
+:mod:`kernels.lif.triton_launch`) imports :class:`LIFSpec` from here and implements the recurrences below; the README and the other modules link here instead of restating them. This
 module imports nothing of the project (it is the leaf every implementation depends on).
 
 Forward
@@ -66,8 +66,10 @@ parameter gradients differ: ``g_tau = sum g_h[t] * h_{t-1}`` (``v0`` at t=0) and
 For the defaults (hard reset to 0, not detached) this is
 ``g_h[t] = c_t * (1 - s_t) + (g_s[t] - c_t * h_t) * sg(z_t)``: the ``-c_t * h_t * sg`` term is the
 gradient through the reset (a neuron that spikes loses ``h_t`` of potential). The backward needs
-``h_t`` only: ``s_t`` and ``v_t`` are recomputed from it exactly, so every fused implementation
-saves ``h`` (4 B fp32, 2 B 16-bit per neuron-step) and nothing else. The sums for ``tau`` and
+``h_t`` only: ``s_t`` and ``v_t`` are recomputed from it exactly, so an implementation needs to save
+``h`` and nothing else (the eager backend and the Triton kernel save it, in the input's dtype where that
+keeps ``s_t`` and ``sg(z_t)`` exact; the fused C kernel saves nothing of its own: it recomputes ``h`` from
+the input ``x``, which the caller holds anyway; the bytes each saves are counted by the tests). The sums for ``tau`` and
 ``thresh`` run over batch and time (and over the neuron dimensions the parameter is broadcast
 along); an implementation computes them inside its backward, deterministically.
 
@@ -234,7 +236,7 @@ def surrogate_gradient(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
     """``sg(z)``, the surrogate of ``ds/dh`` at ``z = h - thresh``, in ``z``'s dtype.
 
     Written once, in the operation order of SpikingJelly's surrogates and of the seed (triangle:
-    ``clamp(alpha - |z|, min=0) * (1 / alpha / alpha)``); the reference and the torch backend both
+    ``clamp(alpha - |z|, min=0) * (1 / alpha / alpha)``); the reference and the eager backend both
     call it, so their surrogates round identically. The Triton kernel mirrors it op for op.
     """
     if spec.custom:
