@@ -175,7 +175,7 @@ def save_inference_figures(out: str | Path, images, probabilities, spikes, names
 def save_figure(fig: Figure, path: str | Path) -> None:
     """Write ``fig`` to ``path`` atomically (format from the suffix): a full disk or Ctrl-C leaves
     no half-written image, and an I/O error is one :class:`~snn.errors.UserError` sentence."""
-    from snn.checkpoint import atomic_write
+    from snn.safe_files import atomic_write
 
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"

@@ -322,7 +322,7 @@ def _chain_graph(nodes, input_shape: tuple[int, ...], metadata: dict):
 
 def write_nir(model: nn.Module, path: str | Path, **export_args) -> None:
     """Export ``model`` (see :func:`export_nir`) and write the graph to ``path`` (HDF5, atomically)."""
-    from snn.checkpoint import atomic_write
+    from snn.safe_files import atomic_write
 
     nir = _nir()
     graph = export_nir(model, **export_args)
@@ -337,7 +337,8 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, dt: float = DEFA
     Refuses to replace an existing file (it may be a model too) and turns every refusal into one
     :class:`snn.errors.UserError` sentence.
     """
-    from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
+    from snn.checkpoint import load_checkpoint, model_from_checkpoint
+    from snn.safe_files import check_output_file
     from snn.errors import UserError
 
     try:

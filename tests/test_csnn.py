@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from snn.checkpoint import CSNN_CONFIG_RULES, config_rule
+from snn.config_checks import CSNN_CONFIG_RULES, config_rule
 from snn.csnn import CSNNConfig, RepeatedInputBatchNorm2d, SpikingCSNN, state_dict_from_spikingjelly
 from snn.monitor import layer_activity
 

@@ -62,7 +62,7 @@ def test_a_real_full_disk_while_saving_is_one_sentence_and_keeps_what_was_saved(
 
 
 def test_files_are_written_with_the_umask_not_always_0600(tmp_path):
-    code = ("import os, sys; os.umask(0o022); from snn.checkpoint import atomic_write; "
+    code = ("import os, sys; os.umask(0o022); from snn.safe_files import atomic_write; "
             "atomic_write(sys.argv[1], lambda f: f.write(b'x'))")
     target = tmp_path / "out.bin"
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, cwd=REPO_ROOT)

@@ -26,13 +26,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from snn.cli import infer
-import snn.checkpoint as checkpoint_module
+import snn.safe_files as safe_files_module
 import snn.data as data_module
 import snn.preprocess as preprocess_module
 from snn.cli import train
 from conftest import MNIST_DIR_ENV, REPO_ROOT, missing_mnist_reason, mnist_root
-from snn.checkpoint import (CONFIG_RULES, RunLock, append_line, config_rule, deferred_interrupt, load_checkpoint,
-                            model_from_checkpoint, save_checkpoint, versions)
+from snn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, versions
+from snn.config_checks import CONFIG_RULES, config_rule
+from snn.safe_files import RunLock, append_line, deferred_interrupt
 from snn.data import IDX_FILES, MNIST, load_mnist
 from snn.errors import UserError
 from snn.model import MLPConfig, SpikingMLP
@@ -223,14 +224,14 @@ def test_read_only_checkpoint_folder_is_refused_up_front(tiny_mnist, tmp_path, c
     read_only = tmp_path / "ro"
     read_only.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: make the folder refuse new files as a read-only mount would
-        real_mkstemp = checkpoint_module.tempfile.mkstemp
+        real_mkstemp = safe_files_module.tempfile.mkstemp
 
         def refuse(*args, dir=None, **kwargs):
             if dir is not None and Path(dir) == read_only:
                 raise PermissionError(errno.EACCES, "Permission denied")
             return real_mkstemp(*args, dir=dir, **kwargs)
 
-        monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(safe_files_module.tempfile, "mkstemp", refuse)
     else:
         read_only.chmod(0o555)
     try:
@@ -259,7 +260,7 @@ def test_infer_figure_location_is_checked_before_inference(tmp_path, capsys):
 def enospc_on_call(monkeypatch, n: int):
     """torch.save (as the checkpoint module calls it) fails with a full disk from its n-th call on,
     after writing part of the file."""
-    real_save = checkpoint_module.torch.save
+    real_save = torch.save
     calls = []
 
     def save(obj, handle):
@@ -269,7 +270,7 @@ def enospc_on_call(monkeypatch, n: int):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, handle)
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tiny_mnist, tmp_path, capsys, monkeypatch):
@@ -296,7 +297,7 @@ def test_io_error_while_appending_metrics_leaves_no_half_line(tmp_path, monkeypa
         real_write(fd, data[: len(data) // 2])
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(checkpoint_module.os, "write", half_then_eio)
+    monkeypatch.setattr(safe_files_module.os, "write", half_then_eio)
     with pytest.raises(UserError, match="cannot write the metrics file .* Input/output error; its earlier lines are unchanged"):
         append_line(metrics, json.dumps({"epoch": 2}))
     monkeypatch.undo()
@@ -327,7 +328,7 @@ def test_disk_full_while_saving_a_figure(tmp_path, capsys, monkeypatch):
 
 def test_ctrl_c_during_a_save_finishes_the_save_then_exits_130(tiny_mnist, tmp_path, capsys, monkeypatch):
     checkpoint = tmp_path / "m.pth"
-    real_save = checkpoint_module.torch.save
+    real_save = torch.save
     calls = []
 
     def save_with_ctrl_c(obj, handle):
@@ -337,7 +338,7 @@ def test_ctrl_c_during_a_save_finishes_the_save_then_exits_130(tiny_mnist, tmp_p
             os.kill(os.getpid(), signal.SIGINT)
         return real_save(obj, handle)
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", save_with_ctrl_c)
+    monkeypatch.setattr(torch, "save", save_with_ctrl_c)
     code, out, err = run_train(capsys, *train_argv(tiny_mnist, checkpoint, "--epochs", "3", "--lr", "1e-2"))
     assert code == 130, err
     assert "Traceback" not in err and "interrupted: epoch 2 is the last completed one" in err and "--resume" in err
@@ -361,7 +362,7 @@ def test_second_ctrl_c_interrupts_a_save_at_once_and_removes_the_temp_file(tmp_p
         time.sleep(1)
         pytest.fail("the second Ctrl-C did not interrupt")
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", two_ctrl_c)
+    monkeypatch.setattr(torch, "save", two_ctrl_c)
     with pytest.raises(KeyboardInterrupt), deferred_interrupt():
         save_checkpoint(path, model_payload(SpikingMLP()))
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.pth"]

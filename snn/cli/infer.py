@@ -32,7 +32,8 @@ import torch
 
 from snn.lif.backends import BACKENDS
 from snn.cli import MAX_SEED, bounded
-from snn.checkpoint import check_output_file, load_checkpoint, model_from_checkpoint
+from snn.checkpoint import load_checkpoint, model_from_checkpoint
+from snn.safe_files import check_output_file
 from snn.data import FASHION_MNIST_CLASSES, load_dataset, to_float_images
 from snn.device import DEVICE_CHOICES, resolve_device
 from snn.cli import run_script

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from snn.lif.backends import BACKENDS
-from snn.checkpoint import (MAX_CHANNELS, MAX_TIME_STEPS, RunLock, model_kind, append_line, check_output_file, deferred_interrupt,
-                            load_checkpoint, remove_stale_temp_files, save_checkpoint, validate_config,
-                            validate_weights, versions)
+from snn.checkpoint import load_checkpoint, save_checkpoint, versions
+from snn.config_checks import MAX_CHANNELS, MAX_TIME_STEPS, model_kind, validate_config, validate_weights
+from snn.safe_files import RunLock, append_line, check_output_file, deferred_interrupt, remove_stale_temp_files
 from snn.augment import PRESETS
 from snn.csnn import CSNNConfig, SpikingCSNN
 from snn.data import DATASETS, load_dataset, load_mnist
