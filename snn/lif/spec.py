@@ -109,7 +109,7 @@ def _option(default, help: str, **rules):
 class LIFOptions:
     """The neuron's options, defined once: :class:`LIFSpec` validates them, a model config inherits them
     (``MLPConfig(LIFOptions)``: stored flat in checkpoints, its ``.spec`` is the layer's spec), and the
-    command-line flags (``snn.cli.train``), the checkpoint checks (``snn.config_checks``), the keyword
+    command-line flags (``snn.cli.train_args``), the checkpoint checks (``snn.config_checks``), the keyword
     arguments of :func:`snn.lif.layers.lif_spike` / ``LIFSpike`` and the op schema (``snn.lif.ops``) are
     generated from ``dataclasses.fields(LIFOptions)``. Adding an option is one field here."""
 
