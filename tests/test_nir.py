@@ -1,4 +1,4 @@
-"""NIR interchange (snn/nir_exchange.py): ours -> NIR -> ours, and across to snnTorch and SpikingJelly.
+"""NIR interchange (snn/nir_exchange/): ours -> NIR -> ours, and across to snnTorch and SpikingJelly.
 
 Inputs and weights are multiples of 1/8 so every sum is exact in fp32 whatever the summation order:
 then many pre-reset potentials land exactly on the threshold, which is where a ``>`` and a ``>=``

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f'"confidence", "low_confidence" (top probability below {LOW_CONFIDENCE:g})}} '
                              '(an image that cannot be read: {"image", "error"}), and nothing else on stdout')
     parser.add_argument("--export-nir", metavar="MODEL.nir",
-                        help="write the model as a NIR graph (snn/nir_exchange.py) to this new file and exit")
+                        help="write the model as a NIR graph (snn/nir_exchange/) to this new file and exit")
     return parser
 
 
