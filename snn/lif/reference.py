@@ -25,6 +25,7 @@ from snn.lif.spec import (  # noqa: F401  (DEFAULT_* re-exported for existing im
     DEFAULT_TAU,
     DEFAULT_THRESH,
     LIFSpec,
+    reset_potential,
 )
 from snn.lif.ops import surrogate_spike
 from snn.lif.signature import make_lif_function
@@ -51,12 +52,8 @@ def _reference_core(x, steps, tau, thresh, spec: LIFSpec, v0, return_v, return_h
         reset_spike = spike.detach() if spec.detach_reset else spike
         if spec.reset == "subtract_next":
             previous = reset_spike  # v_t = h_t: the reset happens at the next step
-        elif spec.reset == "soft":
-            mem = mem - reset_spike * thresh
         else:
-            mem = (1 - reset_spike) * mem
-            if spec.v_reset != 0.0:
-                mem = mem + reset_spike * spec.v_reset
+            mem = reset_potential(mem, reset_spike, thresh, spec)
         spikes.append(spike)
     h = torch.stack(potentials, dim=1) if return_h else None
     return torch.stack(spikes, dim=1), (mem if return_v else None), h

@@ -391,10 +391,14 @@ def membrane_with_gradient(x: torch.Tensor, tau, thresh, spec: LIFSpec, v0, spik
         if not spec.detach_reset:
             z = h - thresh
             s = s + surrogate_gradient(z.detach(), spec) * (z - z.detach())
-        if spec.reset == "soft":
-            v = h - s * thresh
-        else:
-            v = (1 - s) * h
-            if spec.v_reset != 0.0:
-                v = v + s * spec.v_reset
+        v = reset_potential(h, s, thresh, spec)
     return torch.stack(potentials, dim=1)
+
+
+def reset_potential(h: torch.Tensor, s: torch.Tensor, thresh, spec: LIFSpec) -> torch.Tensor:
+    """``v_t = R(h_t, s_t)`` of the hard and soft resets (module docstring), in the grouping written
+    there; the reference loop and :func:`membrane_with_gradient` both call it."""
+    if spec.reset == "soft":
+        return h - s * thresh
+    v = (1 - s) * h
+    return v + s * spec.v_reset if spec.v_reset != 0.0 else v
