@@ -62,3 +62,11 @@ def fashion_mnist_dir() -> Path:
         pytest.skip(f"real Fashion-MNIST not found at {raw}; set {FASHION_MNIST_DIR_ENV}=/path/to/root, the folder "
                     "that holds FashionMNIST/raw with the four IDX files (raw or .gz)")
     return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path) -> Path:
+    """A tiny random MNIST (64 train / 32 test images, tests/cli_helpers.py) in tmp_path/data."""
+    from cli_helpers import make_mnist
+
+    return make_mnist(tmp_path / "data")

@@ -1,7 +1,7 @@
 """Issue 15: faults tested the way a user meets them (a fresh process, a real full filesystem).
 
 Each case ends in one ``error: ...`` sentence and exit status 2, or in the right result, with
-nothing lost. The training runs use the tiny random MNIST of tests/test_reliability.py.
+nothing lost. The training runs use the tiny random MNIST of tests/cli_helpers.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from conftest import REPO_ROOT
 from snn import LIFSpike, lif_spike
 from snn.checkpoint import load_checkpoint, save_checkpoint
 from snn.cli import train
-from test_reliability import assert_one_error, make_mnist, model_payload, run_train, train_argv
+from cli_helpers import assert_one_error, make_mnist, run_train, train_argv
 from snn.model import MLPConfig, SpikingMLP
 
 
