@@ -62,3 +62,40 @@ def fashion_mnist_dir() -> Path:
         pytest.skip(f"real Fashion-MNIST not found at {raw}; set {FASHION_MNIST_DIR_ENV}=/path/to/root, the folder "
                     "that holds FashionMNIST/raw with the four IDX files (raw or .gz)")
     return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path) -> Path:
+    """A tiny random MNIST (64 train / 32 test images, tests/cli_helpers.py) in tmp_path/data."""
+    from cli_helpers import make_mnist
+
+    return make_mnist(tmp_path / "data")
+
+
+# ---------------------------------------------------------------------------- the LIF kernels' test aids (tests/lif_helpers.py)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "small_tiles(neurons): the tile size the small_tiles fixture shrinks the "
+                                       "Triton kernel's tiles to (tests/lif_helpers.py)")
+
+
+@pytest.fixture
+def small_tiles(request, monkeypatch) -> int:
+    """The Triton kernel's tiles shrunk to the ``small_tiles(neurons)`` marker's size (on the test or
+    its module; each module picks the size its shapes cross), outputs poisoned with NaN."""
+    from lif_helpers import shrink_triton_tiles
+
+    marker = request.node.get_closest_marker("small_tiles")
+    if marker is None:
+        pytest.fail("the small_tiles fixture needs a @pytest.mark.small_tiles(neurons) on the test or its module")
+    shrink_triton_tiles(monkeypatch, marker.args[0])
+    return marker.args[0]
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch) -> None:
+    """The Triton launchers fill their output buffers with NaN before launch."""
+    from lif_helpers import poison_triton_outputs
+
+    poison_triton_outputs(monkeypatch)

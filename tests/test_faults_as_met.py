@@ -1,7 +1,7 @@
 """Issue 15: faults tested the way a user meets them (a fresh process, a real full filesystem).
 
 Each case ends in one ``error: ...`` sentence and exit status 2, or in the right result, with
-nothing lost. The training runs use the tiny random MNIST of tests/test_reliability.py.
+nothing lost. The training runs use the tiny random MNIST of tests/cli_helpers.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from conftest import REPO_ROOT
 from snn import LIFSpike, lif_spike
 from snn.checkpoint import load_checkpoint, save_checkpoint
 from snn.cli import train
-from test_reliability import assert_one_error, make_mnist, model_payload, run_train, train_argv
+from cli_helpers import assert_one_error, ctrl_c_in_epoch, make_mnist, run_train, train_argv
 from snn.model import MLPConfig, SpikingMLP
 
 
@@ -124,14 +124,7 @@ def test_a_file_that_is_not_ours_is_never_called_a_model_nor_overwritten(tmp_pat
 def test_resume_after_the_best_file_was_deleted_does_not_claim_it_was_saved(tmp_path, capsys, monkeypatch):
     data = make_mnist(tmp_path / "data")
     checkpoint = tmp_path / "m.pth"
-    real_epoch = train.train_one_epoch
-
-    def ctrl_c_in_epoch_2(*args, epoch, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, epoch=epoch, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", ctrl_c_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     code, out, err = run_train(capsys, *train_argv(data, checkpoint, "--epochs", "2"))
     assert code == 130, err
     monkeypatch.undo()

@@ -12,7 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from snn.cli import infer
-from snn.checkpoint import save_checkpoint, versions
+from cli_helpers import model_payload, run_infer, write_idx
+from snn.checkpoint import save_checkpoint
 from snn.data import IDX_FILES, read_idx, to_float_images
 from snn.model import MLPConfig, SpikingMLP
 
@@ -23,11 +24,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------------------- fixtures
 
 
-def model_payload(model: SpikingMLP, **meta) -> dict:
-    """The payload train.py saves (save_checkpoint adds the format keys)."""
-    return {"model_state": model.state_dict(), "config": model.config.to_dict(),
-            "meta": {"epoch": 0, "accuracy": 0.0, "dataset": "test fixture", "backend": "torch",
-                     "versions": versions(), **meta}}
+# the metadata of this file's untrained checkpoints (cli_helpers.model_payload's defaults are a trained run's)
+FIXTURE_META = {"epoch": 0, "accuracy": 0.0, "dataset": "test fixture"}
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +33,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """An untrained but deterministic spiking MLP in the train.py checkpoint format."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoint") / "untrained.pth"
-    save_checkpoint(path, model_payload(SpikingMLP(MLPConfig())))
+    save_checkpoint(path, model_payload(SpikingMLP(MLPConfig()), **FIXTURE_META))
     return path
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="session")
@@ -86,12 +79,6 @@ def digits_dir(tmp_path) -> Path:
     draw_digit(folder / "c_zero_alpha.png", "zero", alpha=True)
     (folder / "notes.txt").write_text("not an image")
     return folder
-
-
-def run_infer(capsys, *argv) -> tuple[int, str, str]:
-    code = infer.main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def json_lines(out: str) -> list[dict]:
@@ -216,7 +203,7 @@ def test_real_predictions_of_a_briefly_trained_model(mnist_dir, tmp_path, capsys
         loss.backward()
         optimizer.step()
     path = tmp_path / "trained.pth"
-    save_checkpoint(path, model_payload(model, epoch=1))
+    save_checkpoint(path, model_payload(model, **{**FIXTURE_META, "epoch": 1}))
 
     count = 40
     test_images = read_idx(raw / IDX_FILES["test_images"], 3)[:count].numpy()
@@ -355,7 +342,7 @@ def bad_setup(kind: str, folder: Path, checkpoint: Path, fake_mnist: Path) -> tu
         return ["--checkpoint", folder / "evil.pth", "--image", good_image], "would run code"
     if kind == "wrong-architecture":
         torch.manual_seed(0)
-        payload = model_payload(SpikingMLP(MLPConfig()))
+        payload = model_payload(SpikingMLP(MLPConfig()), **FIXTURE_META)
         payload["config"] = {**payload["config"], "hidden": 64}
         save_checkpoint(folder / "other.pth", payload)
         return ["--checkpoint", folder / "other.pth", "--image", good_image], "does not match the spiking MLP"

@@ -1,9 +1,11 @@
 """The fused Triton LIF kernel (kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
 
 Runs on the CPU through the Triton interpreter and, where present, on CUDA (the ``device`` fixture).
-Every test runs with output buffers poisoned with NaN before launch (``POISON_OUTPUTS``), so an
-element a kernel fails to write shows up as a NaN spike or gradient. Shapes are small but cross
-tile boundaries: the ``small_blocks`` fixture shrinks the tiles to 2 x 128 neurons.
+Every test runs with output buffers poisoned with NaN before launch (the ``poisoned_outputs``
+fixture), so an element a kernel fails to write shows up as a NaN spike or gradient. Shapes are small
+but cross tile boundaries: the ``small_tiles`` fixture shrinks the tiles to 2 x 128 neurons (the
+module's ``small_tiles(256)`` marker). Layouts, poisoning, tiles, the 16-bit three-way check and the
+saved-bytes counter are tests/lif_helpers.py's.
 """
 
 from __future__ import annotations
@@ -26,46 +28,22 @@ import triton
 import triton.language as tl
 from snn.kernels import lif_spike
 from snn.kernels.lif.triton_launch import _round_to_side
+from lif_helpers import FP32_RTOL, assert_grad_close, make_layout, poisoned_out, saved_bytes_per_element
 from snn.lif.reference import lif_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = ["fp32", "fp16", "bf16"]
-LAYOUTS = ["contiguous", "transposed", "sliced", "permuted", "stride0"]
-FP32_RTOL = 1e-5
+LAYOUTS = ["contiguous", "transposed", "sliced", "permuted", "stride0"]  # lif_helpers.make_layout's kinds
 
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    monkeypatch.setattr(L, "POISON_OUTPUTS", True)
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Tiles of at most 2 x 128 neurons so that N = 300 and B = 5 cross both tile edges."""
-    monkeypatch.setattr(L, "MAX_BLOCK_N", 128)
-    monkeypatch.setattr(L, "TILE_NEURONS", 256)
+# every test poisoned; tests that ask for small_tiles get tiles of at most 2 x 128 neurons, so that
+# N = 300 and B = 5 cross both tile edges
+pytestmark = [pytest.mark.usefixtures("poisoned_outputs"), pytest.mark.small_tiles(256)]
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def layout(kind: str, B: int, T: int, trail: tuple[int, ...]):
-    """(shape of the leaf tensor, view building x = [B, T, *trail] from it) for a memory layout."""
-    if kind == "contiguous":
-        return (B, T, *trail), lambda leaf: leaf
-    if kind == "transposed":  # time-major storage
-        return (T, B, *trail), lambda leaf: leaf.transpose(0, 1)
-    if kind == "sliced":  # every other neuron: stride 2 along the (collapsible) trailing dims
-        return (B, T, *trail[:-1], 2 * trail[-1]), lambda leaf: leaf[..., ::2]
-    if kind == "permuted":  # trailing dims that do not collapse: the launcher has to copy
-        rev = tuple(reversed(trail))
-        return (B, T, *rev), lambda leaf: leaf.permute(0, 1, *range(leaf.dim() - 1, 1, -1))
-    if kind == "stride0":  # one input broadcast over time: stride 0 on dim 1
-        return (B, *trail), lambda leaf: leaf.unsqueeze(1).expand(B, T, *trail)
-    raise ValueError(kind)
 
 
 def near_threshold(shape, thresh, gen, device):
@@ -86,11 +64,7 @@ def assert_matches_reference(leaf_values, build, dtype, grad_spikes, params, lab
     """The kernel against the reference: fp32 exactly (spikes) / to 1e-5 (grads); 16-bit three-way.
 
     16-bit inputs: the kernel accumulates in fp32, so its spikes must equal the fp32 reference run on
-    the (rounded) input, and its gradient error against that fp32 reference must be no worse than
-    twice the error of the reference run in the 16-bit dtype itself, plus an atol of 2 ulps of the
-    dtype at the gradient's scale: the kernel rounds its output once (half an ulp) and saves ``h``
-    in 16 bits (another ulp-sized error through ``c*h`` and ``sg(h)``); where the 16-bit reference
-    happens to be exact, that is all the slack there is.
+    the (rounded) input, and its gradient is held to lif_helpers.assert_grad_close's three-way rule.
     """
     leaf_in = leaf_values.detach().to(dtype)  # the values the kernel actually sees
     s_tri, g_tri = run_fn(lif_spike, leaf_in, build, dtype, grad_spikes, params)
@@ -100,25 +74,8 @@ def assert_matches_reference(leaf_values, build, dtype, grad_spikes, params, lab
         f"{label}: spikes differ from the fp32 reference at {(s_tri.float() != s_ref).sum().item()} positions"
     )
     assert g_tri.dtype == dtype and g_tri.shape == leaf_in.shape, f"{label}: grad {g_tri.dtype} {tuple(g_tri.shape)}"
-    assert torch.equal(g_tri.isnan(), g_ref.isnan()), f"{label}: NaN positions of the gradient differ"
-    if dtype == torch.float32:
-        scale = g_ref.nan_to_num(0.0, 0.0, 0.0).abs().max().item()
-        torch.testing.assert_close(
-            g_tri, g_ref, rtol=FP32_RTOL, atol=FP32_RTOL * scale, equal_nan=True, msg=lambda m: f"{label}: grad: {m}"
-        )
-        return
-    _, g_lp = run_fn(lif_reference, leaf_in, build, dtype, grad_spikes, params)
-    finite = g_ref.isfinite()
-    assert torch.equal(g_tri.float().isinf(), g_ref.isinf()), f"{label}: inf positions of the gradient differ"
-    err_tri = (g_tri.float() - g_ref).abs()[finite]
-    err_lp = (g_lp.float() - g_ref).abs().nan_to_num(math.inf, math.inf)[finite]
-    scale = g_ref[finite].abs().max().item() if finite.any() else 0.0
-    atol = 2 * torch.finfo(dtype).eps * scale
-    bad = err_tri > 2 * err_lp + atol
-    assert not bad.any(), (
-        f"{label}: {bad.sum().item()} gradient elements worse than 2x the {dtype} reference's own error "
-        f"(max kernel error {err_tri.max().item():.3g}, atol {atol:.3g})"
-    )
+    g_lp = None if dtype == torch.float32 else run_fn(lif_reference, leaf_in, build, dtype, grad_spikes, params)[1]
+    assert_grad_close(g_tri, g_ref, g_lp, dtype, f"{label}: grad")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +86,7 @@ def assert_matches_reference(leaf_values, build, dtype, grad_spikes, params, lab
 @pytest.mark.parametrize("T", [1, 2, 6, 17])
 @pytest.mark.parametrize("kind", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_matches_reference_random_cases(device, small_blocks, dtype, kind, T):
+def test_matches_reference_random_cases(device, small_tiles, dtype, kind, T):
     seed = zlib.crc32(f"{dtype} {kind} {T}".encode())  # fresh per case, reproducible
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -140,7 +97,7 @@ def test_matches_reference_random_cases(device, small_blocks, dtype, kind, T):
     tau = rng.choice([1.0, rng.uniform(0.05, 1.0)])
     thresh = rng.uniform(0.25, 2.0)
     gamma = rng.uniform(0.2, 1.5) * thresh
-    leaf_shape, build = layout(kind, B, T, trail)
+    leaf_shape, build, _ = make_layout(kind, B, T, trail)
     leaf = near_threshold(leaf_shape, thresh, gen, device)
     grad_spikes = torch.randn((B, T, *trail), generator=gen).to(device)
     label = f"{kind} B={B} T={T} trail={trail} tau={tau:.3f} thresh={thresh:.3f} gamma={gamma:.3f} {dtype}"
@@ -151,7 +108,7 @@ def test_matches_reference_random_cases(device, small_blocks, dtype, kind, T):
 def test_default_blocks_cross_the_largest_tile(device, dtype):
     """The production tile sizes (BLOCK_N = 1024): N = 1100 spills into a second, partial tile."""
     gen = torch.Generator().manual_seed(7)
-    leaf_shape, build = layout("contiguous", 2, 3, (1100,))
+    leaf_shape, build, _ = make_layout("contiguous", 2, 3, (1100,))
     leaf = near_threshold(leaf_shape, 1.0, gen, device)
     grad_spikes = torch.randn(leaf_shape, generator=gen).to(device)
     assert L._block_config(2, 1100)[1] == 1024
@@ -159,9 +116,9 @@ def test_default_blocks_cross_the_largest_tile(device, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_long_sequence(device, small_blocks, dtype):
+def test_long_sequence(device, small_tiles, dtype):
     gen = torch.Generator().manual_seed(256)
-    leaf_shape, build = layout("contiguous", 2, 256, (40,))
+    leaf_shape, build, _ = make_layout("contiguous", 2, 256, (40,))
     leaf = near_threshold(leaf_shape, 1.0, gen, device)
     grad_spikes = torch.randn(leaf_shape, generator=gen).to(device)
     assert_matches_reference(leaf, build, dtype, grad_spikes, (0.9, 1.0, 0.8), f"T=256 {dtype}")
@@ -169,7 +126,7 @@ def test_long_sequence(device, small_blocks, dtype):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, in the interpreter
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_nan_and_inf_behave_as_the_reference(device, small_blocks, dtype):
+def test_nan_and_inf_behave_as_the_reference(device, small_tiles, dtype):
     """+inf spikes and leaves NaN behind (h * (1 - s) = inf * 0); -inf and NaN never spike."""
     gen = torch.Generator().manual_seed(11)
     B, T, N = 3, 6, 150
@@ -240,31 +197,19 @@ def test_no_fma_contraction_at_the_threshold(device):
 # ----------------------------------------------------------------------------------------------
 
 
-def saved_bytes_per_neuron_step(fn, x, params):
-    packed = []
-
-    def pack(t):
-        packed.append(t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x, *params)
-    return sum(packed) / x.numel(), len(packed)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_saved_bytes(device, dtype):
     x = torch.randn(3, 5, 7, device=device).to(dtype).requires_grad_()
     params = (0.5, 1.0, 1.0)
-    ref_bytes, _ = saved_bytes_per_neuron_step(lif_reference, x, params)
-    tri_bytes, tri_count = saved_bytes_per_neuron_step(lif_spike, x, params)
+    ref_bytes, _ = saved_bytes_per_element(lif_reference, x, *params)
+    tri_bytes, tri_count = saved_bytes_per_element(lif_spike, x, *params)
     # the hook count itself is proven on the reference: 4 tensors of x.dtype per neuron-step
     assert ref_bytes == 4 * x.element_size(), f"reference saves {ref_bytes} B/neuron-step"
     limit = 4 if dtype == torch.float32 else 2
     assert tri_bytes <= limit, f"kernel saves {tri_bytes} B/neuron-step for {dtype}, limit {limit}"
     assert tri_count == 1, f"kernel saves {tri_count} tensors, expected only h"
     # no grad needed: nothing saved and h is not even written
-    tri_bytes, tri_count = saved_bytes_per_neuron_step(lif_spike, x.detach(), params)
+    tri_bytes, tri_count = saved_bytes_per_element(lif_spike, x.detach(), *params)
     assert (tri_bytes, tri_count) == (0, 0)
 
 
@@ -343,7 +288,7 @@ def test_saved_potential_is_threshold_consistent(device, dtype, thresh):
     that underflow or overflow the 16-bit format, inf and NaN.
     """
     h = _hard_potentials(thresh)
-    q = torch.full(h.shape, math.nan, dtype=dtype, device=device)
+    q = poisoned_out(h.shape, device, dtype)
     _round_to_side_kernel[(triton.cdiv(h.numel(), 256),)](
         h.to(device), q, thresh, *L._side_bounds(thresh, dtype), h.numel(), BLOCK=256, HW_CVT=not L.INTERPRETED
     )
@@ -360,7 +305,7 @@ def test_saved_potential_is_threshold_consistent(device, dtype, thresh):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_saved_potential_recovers_forward_spikes(device, small_blocks, dtype):
+def test_saved_potential_recovers_forward_spikes(device, small_tiles, dtype):
     """Through the launcher: step-1 potentials within an ulp of thresh; backward sees the same spikes."""
     gen = torch.Generator().manual_seed(5)
     tau, thresh = 0.7, 1.0
@@ -397,7 +342,7 @@ def test_empty_batch(device, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_backward_twice_with_retain_graph(device, small_blocks, dtype):
+def test_backward_twice_with_retain_graph(device, small_tiles, dtype):
     gen = torch.Generator().manual_seed(2)
     x = near_threshold((3, 6, 130), 1.0, gen, device).to(dtype).requires_grad_()
     s = lif_spike(x, 0.8, 1.0, 0.6)
@@ -407,7 +352,7 @@ def test_backward_twice_with_retain_graph(device, small_blocks, dtype):
     assert torch.equal(g1, g2), "the second backward differs: the first one wrote into saved state"
 
 
-def test_broadcast_grad_of_sum(device, small_blocks):
+def test_broadcast_grad_of_sum(device, small_tiles):
     """The gradient of ``spikes.sum()`` arrives expanded (stride 0 everywhere) and is read in place."""
     gen = torch.Generator().manual_seed(4)
     x = near_threshold((3, 4, 50), 1.0, gen, device)
@@ -418,18 +363,18 @@ def test_broadcast_grad_of_sum(device, small_blocks):
     torch.testing.assert_close(xt.grad, xr.grad, rtol=FP32_RTOL, atol=FP32_RTOL)
 
 
-def test_poisoned_out_buffers_are_fully_written(device, small_blocks):
+def test_poisoned_out_buffers_are_fully_written(device, small_tiles):
     """Launchers with caller-provided, NaN-filled, strided output buffers write every element."""
     gen = torch.Generator().manual_seed(9)
     B, T, N = 5, 6, 300
     x = near_threshold((B, T, N), 1.0, gen, device)
-    out = torch.full((T, B, N), math.nan, device=device).transpose(0, 1)  # non-contiguous buffers
-    h_out = torch.full((B, N, T), math.nan, device=device).transpose(1, 2)
+    out = poisoned_out((B, T, N), device, transpose=(0, 1))  # non-contiguous buffers
+    h_out = poisoned_out((B, T, N), device, transpose=(1, 2))
     spikes, h = L.lif_forward(x, 0.6, 1.0, 0.9, out=out, h_out=h_out)
     assert spikes is out and h is h_out
     assert not out.isnan().any() and not h_out.isnan().any()
     g = torch.randn((B, T, N), generator=gen).to(device)
-    gx = torch.full((B, T, N), math.nan, device=device)
+    gx = poisoned_out((B, T, N), device)
     assert L.lif_backward(g, h_out, 0.6, 1.0, 0.9, out=gx) is gx
     xr = x.clone().requires_grad_()
     sr = lif_reference(xr, 0.6, 1.0, 0.9)

@@ -19,12 +19,12 @@ offsets, compiled code) stay beside the kernel (tests/test_kernel_*.py).
 from __future__ import annotations
 
 import itertools
-import math
 import zlib
 
 import pytest
 import torch
 
+from lif_helpers import assert_grad_close, make_layout
 from snn.lif.backends import BACKENDS, REGISTRY, features_used, get_lif_function
 from snn.lif.reference import lif_reference
 from snn.lif.spec import LIFOutput, LIFSpec
@@ -43,18 +43,11 @@ SPEC_IDS = [f"{s.reset}{'' if s.v_reset == 0 else s.v_reset}-{'detach' if s.deta
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ["contiguous", "time_major", "stride0", "strided"]
 KINDS = ["numbers", "learnable", "stateful"]
-B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (see small_blocks)
+B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (the marker below)
 
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    """The Triton kernel's tiles shrunk so that the shapes here cross their edges (and poisoned outputs)."""
-    if "triton" in UNDER_TEST:
-        import snn.kernels.lif.triton_launch as L
-
-        monkeypatch.setattr(L, "MAX_BLOCK_N", 64)
-        monkeypatch.setattr(L, "TILE_NEURONS", 128)
-        monkeypatch.setattr(L, "POISON_OUTPUTS", True)
+# the Triton kernel's tiles shrunk to at most 128 neurons so that the shapes here cross their edges,
+# and its outputs poisoned (the small_tiles fixture, tests/conftest.py)
+pytestmark = [pytest.mark.small_tiles(128), pytest.mark.usefixtures("small_tiles")]
 
 
 def require(backend: str, features) -> None:
@@ -77,18 +70,8 @@ def make_case(layout: str, kind: str, seed: int):
     def near(shape):  # potentials hover around the threshold: every surrogate window is visited
         return thresh * (0.15 + torch.rand(shape, generator=gen, dtype=torch.float64))
 
-    if layout == "stride0":
-        leaf = near((B, *TRAIL))
-        build, time_dim = (lambda t: t.unsqueeze(1).expand(B, T, *TRAIL)), 1
-    elif layout == "time_major":
-        leaf = near((T, B, *TRAIL))
-        build, time_dim = (lambda t: t), 0
-    elif layout == "strided":  # every other neuron, and batch after time in memory: no dim contiguous
-        leaf = near((T, B, *TRAIL[:-1], 2 * TRAIL[-1]))
-        build, time_dim = (lambda t: t.transpose(0, 1)[..., ::2]), 1
-    else:
-        leaf = near((B, T, *TRAIL))
-        build, time_dim = (lambda t: t), 1
+    leaf_shape, build, time_dim = make_layout(layout, B, T, TRAIL)  # strided: no dim contiguous
+    leaf = near(leaf_shape)
     params = {}
     if kind == "learnable":  # per-neuron tau [N-dims] and per-channel thresh [C, 1]
         params["tau"] = tau * (0.8 + 0.4 * torch.rand(TRAIL, generator=gen, dtype=torch.float64))
@@ -130,20 +113,7 @@ def run(fn, case, spec, dtype):
 
 def assert_close_to_reference(name, got, ref32, ref_lp, dtype, label):
     assert got.dtype == ref_lp.dtype and got.shape == ref32.shape, f"{label}: {name} {got.dtype} {tuple(got.shape)}"
-    assert torch.equal(got.isnan(), ref32.isnan()), f"{label}: NaN positions of d/d{name} differ"
-    finite = ref32.isfinite()
-    scale = ref32[finite].abs().max().item() if finite.any() else 0.0
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, ref32, rtol=1e-5, atol=1e-5 * scale, equal_nan=True,
-                                   msg=lambda m: f"{label}: d/d{name}: {m}")
-        return
-    err = (got.float() - ref32).abs()[finite]
-    err_lp = (ref_lp.float() - ref32).abs().nan_to_num(math.inf, math.inf)[finite]
-    bad = err > 2 * err_lp + 2 * torch.finfo(dtype).eps * scale
-    assert not bad.any(), (
-        f"{label}: d/d{name}: {bad.sum().item()} of {bad.numel()} elements worse than 2x the {dtype} reference's "
-        f"own error (max error {err.max().item():.3g} vs {err_lp.max().item():.3g})"
-    )
+    assert_grad_close(got, ref32, ref_lp, dtype, f"{label}: d/d{name}")
 
 
 def contract_cases():

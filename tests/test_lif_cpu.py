@@ -16,6 +16,7 @@ import warnings
 import pytest
 import torch
 
+from lif_helpers import make_layout, poison_cpu_outputs, saved_tensors
 from snn.kernels.lif import cpu_launch as lif_cpu
 from snn.lif.eager import lif_torch
 from snn.lif.spec import LIFSpec
@@ -35,11 +36,10 @@ def _run(fn, x, g, dtype, time_dim=1, tau=0.5, thresh=1.0, spec=LIFSpec()):
 def test_equals_the_eager_backend_bit_for_bit(dtype, layout):
     """Seed neuron: spikes and grad_x identical to snn.lif.eager (itself bit-identical to the reference in fp32)."""
     gen = torch.Generator().manual_seed(1)
-    shape = {"contiguous": (5, 7, 600), "time_major": (7, 5, 600), "stride0": (5, 600), "odd": (3, 1, 5, 13)}[layout]
-    x = 0.6 + 0.6 * torch.randn(shape, generator=gen)
-    time_dim = 0 if layout == "time_major" else 1
-    if layout == "stride0":
-        x = x.unsqueeze(1).expand(5, 7, 600)
+    kind, B, T, trail = {"contiguous": ("contiguous", 5, 7, (600,)), "time_major": ("time_major", 5, 7, (600,)),
+                         "stride0": ("stride0", 5, 7, (600,)), "odd": ("contiguous", 3, 1, (5, 13))}[layout]
+    shape, build, time_dim = make_layout(kind, B, T, trail)
+    x = build(0.6 + 0.6 * torch.randn(shape, generator=gen))
     g = torch.randn(x.shape, generator=gen)
     s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, dtype, time_dim)
     s_eager, (g_eager,) = _run(lif_torch, x, g, dtype, time_dim)
@@ -69,8 +69,7 @@ def test_parameter_gradients_do_not_depend_on_the_thread_count():
 def test_forward_saves_only_the_input():
     """The backward recomputes h from x: no tensor of the forward's own is kept (0 new bytes per neuron-step)."""
     x = torch.randn(4, 6, 100).requires_grad_()
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+    with saved_tensors() as saved:
         lif_cpu.lif_torch_fused(x)
     assert len(saved) == 1 and saved[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
@@ -164,8 +163,7 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
     """N = 2 tiles + 37 (the C kernel's tile, from the library itself): every tile edge and the vector
     tail are crossed, and every output starts as NaN so an element the kernel fails to write shows."""
     tile = lif_cpu.BUILD_INFO["tile"]
-    real_fresh = lif_cpu._fresh_output
-    monkeypatch.setattr(lif_cpu, "_fresh_output", lambda *args, **kw: real_fresh(*args, **kw).fill_(float("nan")))
+    poison_cpu_outputs(monkeypatch)
     gen = torch.Generator().manual_seed(4)
     B, T, N = 3, 4, 2 * tile + 37
     x = (0.9 * (0.15 + torch.rand(B, T, N, generator=gen))).to(dtype).requires_grad_()

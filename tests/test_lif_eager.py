@@ -3,22 +3,22 @@
 import pytest
 import torch
 
+from lif_helpers import make_layout, saved_bytes_per_element
 from snn.lif.reference import lif_reference
 from snn.lif.eager import lif_torch
 
 LAYOUTS = ("contiguous", "transposed", "stride0", "trailing")
+# (lif_helpers.make_layout kind, neuron dims): "stride0" is the first layer's broadcast input,
+# "transposed" every dim stored in reverse ([9, T, 37], no dimension contiguous)
+KINDS = {"contiguous": ("contiguous", (37,)), "transposed": ("reversed", (37,)), "stride0": ("stride0", (37,)),
+         "trailing": ("contiguous", (3, 5))}
 
 
 def make_input(layout, dtype, steps, generator):
-    if layout == "stride0":  # the first layer's broadcast input
-        base = (1.0 + 0.6 * torch.randn(9, 37, generator=generator)).to(dtype).requires_grad_()
-        return base, base.unsqueeze(1).expand(9, steps, 37)
-    if layout == "transposed":
-        base = (1.0 + 0.6 * torch.randn(37, steps, 9, generator=generator)).to(dtype).requires_grad_()
-        return base, base.permute(2, 1, 0)  # [9, T, 37], no dimension contiguous
-    shape = (9, steps, 3, 5) if layout == "trailing" else (9, steps, 37)
+    kind, trail = KINDS[layout]
+    shape, build, _ = make_layout(kind, 9, steps, trail)
     base = (1.0 + 0.6 * torch.randn(*shape, generator=generator)).to(dtype).requires_grad_()
-    return base, base
+    return base, build(base)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -49,16 +49,7 @@ def test_nan_and_inf_like_the_reference():
 
 
 def saved_bytes_per_neuron_step(fn, x):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x)
-    return total / x.numel()
+    return saved_bytes_per_element(fn, x)[0]
 
 
 def test_saves_only_h():

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from snn import memory as snn_memory
 from snn.csnn import CSNNConfig, SpikingCSNN
+from lif_helpers import saved_tensors, time_major_storage
 from snn.lif.layers import LIFSpike
 from snn.memory import lif_with_bits, recompute_block
 from snn.model import MLPConfig, SpikingMLP
@@ -36,7 +37,7 @@ def _inputs(shape, dtype):
     x = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1.5 + 0.8).to(dtype)
     x.view(-1)[::7] = 1.0  # on the threshold: does not spike
     return {"contiguous": x, "stride-0 time": x[:, :1].expand(shape),
-            "time-major storage": x.transpose(0, 1).contiguous().transpose(0, 1)}
+            "time-major storage": time_major_storage(x)}
 
 
 BIT_CASES = [(backend, dtype) for backend in ("torch", "eager", "reference") for dtype in ("fp32", "bf16", "fp16")]
@@ -154,8 +155,7 @@ def test_eval_and_no_grad_outputs_equal_the_plain_path():
 
 
 def _saved(model, images):
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+    with saved_tensors() as saved:
         model(images)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}

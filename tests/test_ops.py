@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
+from lif_helpers import make_layout
 from snn.lif.backends import BACKENDS, get_lif_function
 from snn.lif.spec import LIFSpec
 from snn.lif.ops import OPS, _options, surrogate_spike
@@ -35,13 +36,10 @@ def make_x(layout: str, dtype: torch.dtype) -> tuple[torch.Tensor, bool]:
     """An input of ``layout`` ([B, T, ...] as the op sees it) and whether its outputs are time-major."""
     gen = torch.Generator().manual_seed(0)
     rand = (lambda *shape: 2 * torch.rand(*shape, generator=gen))
-    if layout == "stride0":
-        return rand(B, N).unsqueeze(1).expand(B, T, N).to(dtype), False
-    if layout == "time_major":
-        return rand(T, B, N).transpose(0, 1).to(dtype), True
-    if layout == "4d":
-        return rand(B, T, 2, 3, 2).to(dtype), False
-    return rand(B, T, N).to(dtype), False
+    kind, trail = {"stride0": ("stride0", (N,)), "time_major": ("transposed", (N,)), "4d": ("contiguous", (2, 3, 2))}.get(
+        layout, ("contiguous", (N,)))
+    shape, build, _ = make_layout(kind, B, T, trail)  # "time_major": time-major storage seen as [B, T, N]
+    return build(rand(*shape)).to(dtype), layout == "time_major"
 
 
 @pytest.mark.parametrize("layout", list(CASES))

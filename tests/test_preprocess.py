@@ -1,6 +1,9 @@
-"""snn.preprocess: custom images become MNIST-like 28x28 digits, and bad files become one sentence."""
+"""snn.preprocess: custom images become MNIST-like 28x28 digits; bad files and huge images become one sentence."""
 
 from __future__ import annotations
+
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -9,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+import snn.preprocess as preprocess_module
+from cli_helpers import draw_one
+from conftest import REPO_ROOT
 from snn.data import read_idx
 from snn.errors import UserError
 from snn.preprocess import (
@@ -326,3 +332,46 @@ def test_upright_digit_is_not_sheared():
     ink = np.zeros((40, 20), np.float32)
     ink[:, 8:12] = 1.0
     assert deskew(ink) is ink
+
+
+# ---------------------------------------------------------------------------- huge images
+
+
+@pytest.mark.parametrize("size", [(100_000, 3), (2, 60_000)], ids=["wide", "tall"])
+def test_long_thin_image_is_preprocessed_in_bounded_memory_and_time(size, tmp_path):
+    """A hairline across a 100,000 x 3 canvas: before the fix the stroke widening alone
+    allocated about 10 GB and took two minutes; now well under 50 MB and a second."""
+    width, height = size
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).line([(width * 0.1, height * 0.1), (width * 0.9, height * 0.9)], fill=0, width=1)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        digit = preprocess_pil(image)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digit.shape == (28, 28) and int(digit.max()) == 255
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.0f} MB"
+    assert seconds < 5, f"{seconds:.1f} s"
+
+
+def test_images_beyond_the_stated_limit_are_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(preprocess_module, "MAX_PIXELS", 100 * 100)
+    big = draw_one(tmp_path / "big.png")  # 120 x 160 > 100 x 100
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real_load(self))
+    with pytest.raises(UserError, match="has 120x160 pixels, more than the 0 million"):
+        preprocess_image(big)
+    assert decoded == [], "the image was decoded before its size was checked"
+    with pytest.raises(UserError, match="more than"):
+        preprocess_pil(Image.new("L", (200, 200)))
+    assert preprocess_module.MAX_PIXELS < 89_478_485, "the limit is below PIL's own bomb warning"
+
+
+def test_stated_limit_is_documented():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"{preprocess_module.MAX_PIXELS // 10**6} megapixels" in readme
+

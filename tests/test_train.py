@@ -1,11 +1,15 @@
-"""train.py end to end on real MNIST subsets: accuracy, determinism, resume after Ctrl-C, bad input."""
+"""train.py end to end on real MNIST subsets: accuracy, determinism, resume after Ctrl-C, bad input;
+and what it prints (on the tiny MNIST of tests/cli_helpers.py): the interpreter notice, the next step."""
 
 import json
+import os
+import shlex
 
 import pytest
 import torch
 
 import snn.training
+from cli_helpers import ctrl_c_in_epoch, run_infer, run_train, train_argv
 from snn.cli import train
 from snn.checkpoint import load_checkpoint
 
@@ -47,20 +51,13 @@ def test_deterministic_and_resume_after_interrupt_replays_exactly(mnist_dir, tmp
 
     # Ctrl-C in the middle of epoch 2: the epoch-1 checkpoints stay intact, exit status 130.
     interrupted = tmp_path / "interrupted" / "m.pth"
-    real_epoch = snn.training.train_one_epoch
-
-    def ctrl_c_in_epoch_2(*args, epoch, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, epoch=epoch, **kwargs)
-
-    monkeypatch.setattr(train, "train_one_epoch", ctrl_c_in_epoch_2)
+    ctrl_c_in_epoch(monkeypatch, 2)
     assert train.main(train_args(mnist_dir, interrupted, *common)) == 130
     assert "continue with --resume" in capsys.readouterr().err
     assert load_checkpoint(interrupted.with_name("m.last.pth"))["meta"]["epoch"] == 1
     assert load_checkpoint(interrupted)["meta"]["epoch"] == 1
 
-    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_one_epoch", snn.training.train_one_epoch)
     assert train.main(train_args(mnist_dir, interrupted, *common, "--resume")) == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
     for key, value in final_weights(straight).items():
@@ -133,3 +130,36 @@ def test_bad_neuron_options_are_one_sentence(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         train.parse_args(argv)
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- what it prints
+
+
+def test_interpreter_notice_comes_before_training_on_its_own_line(tiny_mnist, tmp_path, capsys):
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        pytest.skip("the notice is for the CPU interpreter")
+    code, out, err = run_train(capsys, *train_argv(tiny_mnist, tmp_path / "m.pth", "--backend", "triton",
+                                                   "--epochs", "1", "--train-samples", "16", "--test-samples", "8",
+                                                   "--batch-size", "16"))
+    assert code == 0, err
+    lines = out.splitlines()
+    (notice,) = [i for i, line in enumerate(lines) if "Triton's CPU interpreter" in line]
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    assert notice < first_epoch and lines[notice].startswith("note: ") and "slower" in lines[notice]
+    assert "runs in the Triton interpreter" not in err, "the kernel's own notice would land in the progress bar"
+
+
+def test_printed_next_step_command_works_without_a_terminal(tiny_mnist, tmp_path, capsys, monkeypatch):
+    checkpoint = tmp_path / "my models" / "m.pth"  # a space: the command must be quoted
+    code, out, err = run_train(capsys, *train_argv(tiny_mnist, checkpoint, "--epochs", "1"))
+    assert code == 0, err
+    assert "images of the MNIST test set" in out
+    (command,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run inference: ")]
+    words = shlex.split(command)
+    assert words[:2] == ["python", "infer.py"] and "--random" in words
+    monkeypatch.setattr("sys.stdin", open(os.devnull))  # no terminal
+    code, out, err = run_infer(capsys, *words[2:])
+    assert code == 0, err
+    assert out.startswith("mnist-test[") and "predicted" in out
+
