@@ -1,21 +1,22 @@
-"""Saved-activation accounting and peak RSS of a training step: the measuring half of benchmarks/test_memory.py.
+"""Saved-activation accounting and peak RSS of a training step (the measuring half of benchmarks/test_memory.py).
 
-    python -m benchmarks.memory_accounting saved            # the saved-bytes table (one process)
-    python -m benchmarks.memory_accounting peak NAME B      # one fresh-process peak-RSS probe (prints JSON)
+    python -m benchmarks.memory_accounting saved                # the saved-bytes table (one process)
+    python -m benchmarks.memory_accounting budget [--budget-mib 4096] [--channels 32] [--time-steps 4]
+    python -m benchmarks.memory_accounting steps csnn-plain csnn-low --batch 64    # step times, interleaved
+    python -m benchmarks.memory_accounting peak NAME B C T      # one fresh-process peak-RSS probe (prints JSON)
 
-Saved bytes. Every tensor the autograd graph packs for the backward (``saved_tensors_hooks``,
-which also sees what ``torch.utils.checkpoint`` and SpikingJelly's memopt keep: their saved inputs
-go through ``save_for_backward`` outside their own hooks) is counted once per distinct storage.
-Storages of the model's parameters and buffers are reported separately as weights; storages of
-the step's input images are left out (the caller holds them anyway).
-
-Peak RSS. ``ru_maxrss`` of a fresh Python process that builds the model and runs
-``$SNN_MEMORY_PEAK_STEPS`` (default 2) training steps with plain SGD (no optimizer state) at
-batch ``B``: the peak is the process's high-water mark, imports and model included.
+Saved bytes: every tensor the autograd graph packs for the backward (``saved_tensors_hooks``, which also
+sees what ``torch.utils.checkpoint`` and SpikingJelly's memopt keep), each storage once; the model's
+parameters and buffers apart as weights; the step's input images left out (the caller holds them).
+Peak RSS: ``ru_maxrss`` of a fresh process that builds the model and runs ``$SNN_MEMORY_PEAK_STEPS``
+(default 2) SGD steps at batch B, imports and model included. ``budget``: the largest CSNN batch whose
+peak fits, by a secant search over measured probes (two small batches, two more probes, multiples of
+8); the row is the largest *measured* batch within the budget, never an extrapolation.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -23,11 +24,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import interleaved, saved_storages
 from benchmarks.test_csnn import spikingjelly_csnn  # SpikingJelly's own CSNN, tensorboard stubbed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,23 +47,11 @@ class Saved:
         return self.activations / self.batch
 
 
-def saved_bytes(model: torch.nn.Module, forward: Callable[[], torch.Tensor], inputs=(), batch: int = 1) -> Saved:
-    """Run ``forward()`` under a packing hook and account what its graph saves (see the module docstring)."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        storages[st.data_ptr()] = max(storages.get(st.data_ptr(), 0), st.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
+def saved_of(model: torch.nn.Module, forward, inputs=(), batch: int = 1) -> Saved:
+    storages = saved_storages(forward)
     weight_ptrs = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    input_ptrs = {t.untyped_storage().data_ptr() for t in inputs}
-    weights = sum(n for p, n in storages.items() if p in weight_ptrs)
-    acts = sum(n for p, n in storages.items() if p not in weight_ptrs and p not in input_ptrs)
-    return Saved(acts, weights, batch)
+    skip = weight_ptrs | {t.untyped_storage().data_ptr() for t in inputs}
+    return Saved(sum(n for p, n in storages.items() if p not in skip), sum(n for p, n in storages.items() if p in weight_ptrs), batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,20 +123,18 @@ def train_step(model, forward, after, images) -> None:
 def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch.float32) -> tuple[Saved, float]:
     model, forward, after, search = build(name, batch, channels, time_steps, dtype)
     images = images_for(name, batch, dtype)
-    saved = saved_bytes(model, lambda: forward(images), inputs=(images,), batch=batch)
+    saved = saved_of(model, lambda: forward(images), inputs=(images,), batch=batch)
     after(model)
     return saved, search
 
 
 def step_times(names, batch: int, channels=128, time_steps=4, dtype=torch.float32, rounds=7) -> dict:
-    """Median seconds of one training step (forward, loss, backward, SGD) per contender, the
-    contenders interleaved round by round in this process (the ratio is what to read on a loaded
-    machine); one untimed warm-up step each."""
-    runs = {}
+    """Median seconds of one training step (forward, loss, backward, SGD) per contender, interleaved
+    round by round in this process (the ratio is what to read on a loaded machine); one warm-up step each."""
+    steps = {}
     for name in names:
         model, forward, after, _ = build(name, batch, channels, time_steps, dtype)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        images = images_for(name, batch, dtype)
+        optimizer, images = torch.optim.SGD(model.parameters(), lr=0.01), images_for(name, batch, dtype)
 
         def step(model=model, forward=forward, after=after, optimizer=optimizer, images=images):
             optimizer.zero_grad(set_to_none=True)
@@ -155,13 +142,8 @@ def step_times(names, batch: int, channels=128, time_steps=4, dtype=torch.float3
             optimizer.step()
 
         step()
-        runs[name] = (step, [])
-    for _ in range(rounds):
-        for name, (step, times) in runs.items():
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    return {name: sorted(times)[len(times) // 2] for name, (_, times) in runs.items()}
+        steps[name] = step
+    return {name: m.median for name, m in interleaved(steps, rounds).items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,10 +193,39 @@ def _fmt(n: float) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.2f} KiB"
 
 
-def main(argv) -> None:
-    if argv and argv[0] == "peak":
-        _peak_child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
-        return
+def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=2) -> dict:
+    points = [(b, peak_rss_mib(name, b, channels, time_steps)) for b in small]
+    slope = (points[1][1] - points[0][1]) / (small[1] - small[0])
+    for _ in range(probes):  # the line through the last two measured points gives the next batch
+        (b1, p1), (b2, p2) = points[-2], points[-1]
+        step = (p2 - p1) / (b2 - b1) if b2 != b1 and p2 > p1 else slope
+        batch = max(8, int(b2 + (budget_mib - p2) / step) // 8 * 8)
+        if any(b == batch for b, _ in points):
+            break
+        peak = peak_rss_mib(name, batch, channels, time_steps)
+        points.append((batch, float("inf") if peak is None else peak))
+    batch, peak = max((b, p) for b, p in points if p <= budget_mib)
+    return {"name": name, "batch": batch, "peak_mib": peak, "mib_per_sample": slope, "points": points}
+
+
+BUDGET_LABELS = {"csnn-low": "ours low", "sj-memopt": "SpikingJelly memopt (level 1, memory, compress)",
+                 "sj-plain": "SpikingJelly BPTT", "csnn-plain": "ours plain"}
+
+
+def budget_main(args) -> None:
+    rows = []
+    for name in args.only:
+        rows.append(largest_batch(name, args.budget_mib, args.channels, args.time_steps))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| CSNN C={args.channels} T={args.time_steps}, peak RSS within {args.budget_mib:.0f} MiB | largest measured "
+          "batch | its peak | MiB per sample (B 16 -> 64) | probes (batch: MiB) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {BUDGET_LABELS[r['name']]} | {r['batch']} | {r['peak_mib']:.0f} MiB | {r['mib_per_sample']:.2f} | "
+              + ", ".join(f"{b}: {p:.0f}" for b, p in r["points"]) + " |")
+
+
+def saved_main() -> None:
+
     rows = []
     batch = 256
     saved, _ = measure_saved("mlp-plain", batch)
@@ -244,5 +255,33 @@ def main(argv) -> None:
     print(saved_table(rows))
 
 
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("saved", help="the saved-bytes table")
+    budget = sub.add_parser("budget", help="the largest CSNN batch within a peak-RSS budget (minutes)")
+    budget.add_argument("--budget-mib", type=float, default=4096)
+    budget.add_argument("--channels", type=int, default=32)
+    budget.add_argument("--time-steps", type=int, default=4)
+    budget.add_argument("--only", nargs="*", default=list(BUDGET_LABELS), choices=list(BUDGET_LABELS))
+    steps = sub.add_parser("steps", help="training step times, contenders interleaved")
+    steps.add_argument("names", nargs="+")
+    steps.add_argument("--batch", type=int, default=64)
+    steps.add_argument("--channels", type=int, default=128)
+    steps.add_argument("--rounds", type=int, default=7)
+    peak = sub.add_parser("peak", help="one fresh-process probe (what budget runs)")
+    for arg in ("name", "batch", "channels", "time_steps"):
+        peak.add_argument(arg, type=str if arg == "name" else int)
+    args = parser.parse_args(argv)
+    if args.command == "peak":
+        _peak_child(args.name, args.batch, args.channels, args.time_steps)
+    elif args.command == "budget":
+        budget_main(args)
+    elif args.command == "steps":
+        print(json.dumps(step_times(args.names, args.batch, args.channels, rounds=args.rounds)))
+    else:
+        saved_main()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -2,7 +2,7 @@
 
     python -m pytest benchmarks/test_memory.py -q -s          # the saved-bytes rows, printed
     python -m benchmarks.memory_accounting saved              # the whole saved-bytes table
-    python -m benchmarks.memory_budget                        # largest batch in a 4 GB budget (minutes)
+    python -m benchmarks.memory_accounting budget             # largest batch in a 4 GB budget (minutes)
 
 The accounting (``saved_tensors_hooks``, storages counted once, weights apart, inputs left out) and
 the fresh-process peak-RSS probe live in :mod:`benchmarks.memory_accounting`; the figures of
