@@ -23,64 +23,40 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import interleaved, saved_storages
+from benchmarks.common import REPO_ROOT, interleaved, saved_storages
 from benchmarks.test_csnn import spikingjelly_csnn  # SpikingJelly's own CSNN, tensorboard stubbed
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass
-class Saved:
-    """What one forward keeps for its backward."""
-
-    activations: int  # bytes, storages counted once, weights and inputs excluded
-    weights: int  # bytes of parameter/buffer storages the graph saves
-    batch: int
-
-    @property
-    def per_sample(self) -> float:
-        return self.activations / self.batch
-
-
-def saved_of(model: torch.nn.Module, forward, inputs=(), batch: int = 1) -> Saved:
+def saved_of(model: torch.nn.Module, forward, inputs, batch: int) -> dict:
+    """Saved activation bytes per sample and saved weight bytes of ``forward()``'s graph (module docstring)."""
     storages = saved_storages(forward)
-    weight_ptrs = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    skip = weight_ptrs | {t.untyped_storage().data_ptr() for t in inputs}
-    return Saved(sum(n for p, n in storages.items() if p not in skip), sum(n for p, n in storages.items() if p in weight_ptrs), batch)
-
-
-# ----------------------------------------------------------------------------------------------
-# the contenders: (model, forward(images) -> scores, after-step hook)
-# ----------------------------------------------------------------------------------------------
+    weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    skip = weights | {t.untyped_storage().data_ptr() for t in inputs}
+    return {"per_sample": sum(n for p, n in storages.items() if p not in skip) / batch,
+            "weights": sum(n for p, n in storages.items() if p in weights)}
 
 
 def spikingjelly_memopt(model, batch: int, dtype=torch.float32):
-    """SpikingJelly 2.0's ``memopt.optimize_memory`` at its most aggressive preset that runs on a CPU:
-    level 1 (levels 2-4 measure CUDA memory and refuse a CPU model), ``checkpoint_budget="memory"``
-    (every candidate), ``compress=True`` (binary inputs bit-packed), every layer of the CSNN a
-    candidate. Returns (model, seconds the search took)."""
+    """SpikingJelly 2.0's ``memopt.optimize_memory`` at its most aggressive preset that runs on a CPU (level 1:
+    levels 2-4 refuse a CPU model; ``checkpoint_budget="memory"``; ``compress=True``; every layer a candidate).
+    Returns (model, seconds the search took)."""
     from spikingjelly.activation_based import functional, layer, memopt, neuron
 
-    targets = (layer.Conv2d, layer.BatchNorm2d, neuron.IFNode, layer.MaxPool2d, layer.Linear)
     example = torch.rand(batch, 1, 28, 28, dtype=dtype)
-
-    def example_forward(m):
-        functional.reset_net(m)
-        return m(example)
-
     start = time.perf_counter()
-    memopt.optimize_memory(model, targets, example_forward, level=1, checkpoint_budget="memory", compress=True)
+    memopt.optimize_memory(model, (layer.Conv2d, layer.BatchNorm2d, neuron.IFNode, layer.MaxPool2d, layer.Linear),
+                           lambda m: (functional.reset_net(m), m(example))[1], level=1, checkpoint_budget="memory", compress=True)
     return model, time.perf_counter() - start
 
 
 def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype=torch.float32):
-    """``(model, forward, after_step, search_seconds)`` for a contender name:
-    ``mlp-plain``, ``mlp-low``, ``csnn-plain``, ``csnn-low``, ``sj-plain``, ``sj-memopt``."""
+    """``(model, after_step, search_seconds)`` for ``mlp-plain``, ``mlp-low``, ``csnn-plain``, ``csnn-low``,
+    ``sj-plain``, ``sj-memopt``."""
     torch.manual_seed(0)
     after, search = (lambda m: None), 0.0
     if name.startswith("mlp"):
@@ -94,17 +70,10 @@ def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype
     else:
         from spikingjelly.activation_based import functional
 
-        model = spikingjelly_csnn(channels, time_steps)
-        after = functional.reset_net
+        model, after = spikingjelly_csnn(channels, time_steps).to(dtype), functional.reset_net
         if name == "sj-memopt":
-            model = model.to(dtype)
             model, search = spikingjelly_memopt(model, batch, dtype)
-    model = model.to(dtype).train()
-
-    def forward(images):
-        return model(images)
-
-    return model, forward, after, search
+    return model.to(dtype).train(), after, search
 
 
 def images_for(name: str, batch: int, dtype=torch.float32) -> torch.Tensor:
@@ -112,85 +81,76 @@ def images_for(name: str, batch: int, dtype=torch.float32) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
 
 
-def train_step(model, forward, after, images) -> None:
-    target = torch.arange(images.shape[0]) % 10
-    out = forward(images)
-    loss = F.mse_loss(out.float(), F.one_hot(target, 10).float())
-    loss.backward()
-    after(model)
+def sgd_step(name, batch, channels=128, time_steps=4, dtype=torch.float32):
+    """One training step (forward, MSE against one-hot, backward, SGD) of a contender, as a function."""
+    model, after, _ = build(name, batch, channels, time_steps, dtype)
+    optimizer, images = torch.optim.SGD(model.parameters(), lr=0.01), images_for(name, batch, dtype)
+    target = F.one_hot(torch.arange(batch) % 10, 10).float()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.mse_loss(model(images).float(), target).backward()
+        after(model)
+        optimizer.step()
+
+    return step
 
 
-def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch.float32) -> tuple[Saved, float]:
-    model, forward, after, search = build(name, batch, channels, time_steps, dtype)
+def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch.float32) -> tuple[dict, float]:
+    model, after, search = build(name, batch, channels, time_steps, dtype)
     images = images_for(name, batch, dtype)
-    saved = saved_of(model, lambda: forward(images), inputs=(images,), batch=batch)
+    saved = saved_of(model, lambda: model(images), (images,), batch)
     after(model)
     return saved, search
 
 
 def step_times(names, batch: int, channels=128, time_steps=4, dtype=torch.float32, rounds=7) -> dict:
-    """Median seconds of one training step (forward, loss, backward, SGD) per contender, interleaved
-    round by round in this process (the ratio is what to read on a loaded machine); one warm-up step each."""
-    steps = {}
-    for name in names:
-        model, forward, after, _ = build(name, batch, channels, time_steps, dtype)
-        optimizer, images = torch.optim.SGD(model.parameters(), lr=0.01), images_for(name, batch, dtype)
-
-        def step(model=model, forward=forward, after=after, optimizer=optimizer, images=images):
-            optimizer.zero_grad(set_to_none=True)
-            train_step(model, forward, after, images)
-            optimizer.step()
-
+    """Median seconds of one training step per contender, interleaved round by round in this process
+    (read the ratio on a loaded machine); one warm-up step each."""
+    steps = {name: sgd_step(name, batch, channels, time_steps, dtype) for name in names}
+    for step in steps.values():
         step()
-        steps[name] = step
     return {name: m.median for name, m in interleaved(steps, rounds).items()}
 
 
-# ----------------------------------------------------------------------------------------------
-# peak RSS in a fresh process
-# ----------------------------------------------------------------------------------------------
-
-
 def _peak_child(name: str, batch: int, channels: int, time_steps: int) -> None:
-    model, forward, after, _ = build(name, batch, channels, time_steps)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images = images_for(name, batch)
+    step = sgd_step(name, batch, channels, time_steps)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(int(os.environ.get("SNN_MEMORY_PEAK_STEPS", "2"))):
-        optimizer.zero_grad(set_to_none=True)
-        train_step(model, forward, after, images)
-        optimizer.step()
+        step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"name": name, "batch": batch, "peak_mib": peak / 1024, "before_step_mib": base / 1024}))
 
 
-def peak_rss_mib(name: str, batch: int, channels: int = 128, time_steps: int = 4, limit_mib: float | None = None,
-                 timeout: float = 900) -> float | None:
-    """Peak RSS (MiB) of a fresh process running training steps of ``name`` at ``batch``; None when it
-    ran out of memory under ``limit_mib`` (an address-space cap would also count untouched mappings, so
-    the budget is checked on the measured peak instead)."""
+def peak_rss_mib(name: str, batch: int, channels: int = 128, time_steps: int = 4, timeout: float = 900) -> float | None:
+    """Peak RSS (MiB) of a fresh process running training steps of ``name`` at ``batch``; None when it ran out of memory."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     cmd = [sys.executable, "-m", "benchmarks.memory_accounting", "peak", name, str(batch), str(channels), str(time_steps)]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if run.returncode != 0:
         if "MemoryError" in run.stderr or "DefaultCPUAllocator" in run.stderr or run.returncode < 0:
             return None
         raise RuntimeError(f"peak probe {name} B={batch} failed:\n{run.stderr[-2000:]}")
-    peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
-    return None if (limit_mib is not None and peak > limit_mib) else peak
-
-
-def saved_table(rows) -> str:
-    out = ["| network | T | dtype | contender | saved activations / sample | weights saved | vs SJ plain | search |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['net']} | {r['T']} | {r['dtype']} | {r['name']} | {_fmt(r['per_sample'])} | "
-                   f"{_fmt(r['weights'])} | {r.get('ratio', '')} | {r['search']:.1f} s |")
-    return "\n".join(out)
+    return json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def _fmt(n: float) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.2f} KiB"
+
+
+def saved_main() -> None:
+    print("| network | T | dtype | contender | saved activations / sample | weights saved | vs the first row (SJ plain; MLP: ours plain) | search |\n" + "|---" * 8 + "|")
+    cases = [("MLP B=256", 6, torch.float32, ("mlp-plain", "mlp-low"), 256)]
+    batch = int(os.environ.get("SNN_MEMORY_CSNN_BATCH", "16"))
+    cases += [(f"CSNN C=128 B={batch}", T, dt, ("sj-plain", "sj-memopt", "csnn-plain", "csnn-low"), batch)
+              for T in (4, 16) for dt in (torch.float32, torch.bfloat16)]
+    for net, T, dtype, names, b in cases:
+        ref = None
+        for name in names:
+            saved, search = measure_saved(name, b, 128, T, dtype)
+            ref = ref or saved["per_sample"]
+            print(f"| {net} | {T} | {str(dtype)[6:]} | {name} | {_fmt(saved['per_sample'])} | {_fmt(saved['weights'])} | "
+                  f"{ref / saved['per_sample']:.1f}x | {search:.1f} s |", flush=True)
 
 
 def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=2) -> dict:

@@ -136,45 +136,25 @@ def interleaved_row(functions: dict, rounds: int) -> tuple[dict, dict]:
     return {name: m.median for name, m in interleaved(functions, rounds).items()}, first
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x"
+PAIRS = (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"), ("ours", "ours-compiled"))
 
 
-def training_table(shapes, dtypes, names, rounds: int) -> None:
-    print("| C | batch | dtype | " + " | ".join(f"{name} step (s)" for name in names) +
-          " | speed-up: ours vs SJ eager | ours vs SJ compiled | ours compiled vs SJ compiled | ours compiled vs ours eager | first calls (s) |")
-    print("| --- " * (3 + len(names) + 5) + "|")
-    for channels, batch in shapes:
+def table(kind: str, rows, dtypes, names, rounds: int) -> None:
+    """Interleaved medians per (C, batch) and dtype of the training step (s) or of inference (ms), speed-ups ``a / b``."""
+    make, scale, unit = (step_function, 1, "s") if kind == "training" else (inference_function, 1e3, "ms")
+    print(f"| {kind}: C | batch | dtype | " + " | ".join(f"{n} ({unit})" for n in names) + " | "
+          + " | ".join(f"speed-up {b} vs {a}" for a, b in PAIRS) + " | first calls (s) |\n" + "| --- " * (4 + len(names) + len(PAIRS)) + "|")
+    for channels, batch in rows:
         for dtype_name in dtypes:
-            models = contenders(channels, names)
-            functions = {name: step_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
-            median, first = interleaved_row(functions, rounds)
-            cells = " | ".join(f"{median[name]:.3f}" for name in names)
-            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
-                      for a, b in (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"),
-                                   ("ours", "ours-compiled"))]
-            firsts = ", ".join(f"{name} {first[name]:.1f}" for name in names)
-            print(f"| {channels} | {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + f" | {firsts} |", flush=True)
-
-
-def inference_table(batches, dtypes, names, rounds: int, channels: int = 128) -> None:
-    print(f"| inference C={channels}, batch | dtype | " + " | ".join(f"{name} (ms)" for name in names) +
-          " | speed-up: ours vs SJ eager | ours compiled vs SJ compiled |")
-    print("| --- " * (2 + len(names) + 2) + "|")
-    for batch in batches:
-        for dtype_name in dtypes:
-            models = contenders(channels, names)
-            functions = {name: inference_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
-            median, _ = interleaved_row(functions, rounds * (5 if batch == 1 else 1))
-            cells = " | ".join(f"{median[name] * 1e3:.1f}" for name in names)
-            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
-                      for a, b in (("sj", "ours"), ("sj-compiled", "ours-compiled"))]
-            print(f"| {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + " |", flush=True)
+            functions = {n: make(model, batch, sj, DTYPES[dtype_name]) for n, (model, sj) in contenders(channels, names).items()}
+            median, first = interleaved_row(functions, rounds * (5 if batch == 1 else 1))
+            ratios = [f"{median[a] / median[b]:.2f}x" if a in median and b in median else "-" for a, b in PAIRS]
+            print(f"| {channels} | {batch} | {dtype_name} | " + " | ".join(f"{scale * median[n]:.3g}" for n in names) + " | "
+                  + " | ".join(ratios) + " | " + ", ".join(f"{n} {first[n]:.1f}" for n in names) + " |", flush=True)
 
 
 def main(argv=None) -> None:
     import argparse
-    import os
 
     parser = argparse.ArgumentParser(description="CSNN step and inference, ours vs SpikingJelly, interleaved")
     parser.add_argument("--shapes", default=",".join(f"{c}x{b}" for c, b in SHAPES), help="CxBATCH,... (training step)")
@@ -188,12 +168,9 @@ def main(argv=None) -> None:
     dtypes = tuple(args.dtypes.split(","))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
     if not args.no_training:
-        shapes = [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")]
-        training_table(shapes, dtypes, names, args.rounds)
-        print(f"load: {os.getloadavg()}")
+        table("training", [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")], dtypes, names, args.rounds)
     if args.inference_batches:
-        print()
-        inference_table([int(b) for b in args.inference_batches.split(",")], dtypes, names, args.rounds)
+        table("inference", [(128, int(b)) for b in args.inference_batches.split(",")], dtypes, names, args.rounds)
     print(f"load after: {os.getloadavg()}")
 
 
