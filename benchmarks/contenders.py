@@ -1,28 +1,12 @@
-"""The LIF contenders, all computing ``snn.lif.reference.lif_reference``'s function on the same inputs.
+"""The LIF contenders (benchmarks/README.md lists them), all computing ``lif_reference``'s function on the same inputs.
 
-================  ==========================================================================================
-key               contender
-================  ==========================================================================================
-seed-index        ``lif_reference``: the seed's loop with ``x[:, t]``, eager autograd (the definition)
-seed-unbind       ``lif_reference_unbind``: the same loop over ``x.unbind(1)``
-seed-compiled     ``torch.compile(fullgraph=True, dynamic=False)`` of ``lif_reference`` with the seed's ``ZIF``
-                  ``autograd.Function`` as its spike (what a user who compiles the seed compiles: Inductor
-                  fuses it; the default spike, the registered op ``snn::surrogate_spike``, it cannot).
-                  Compiled and warmed per case before timing.
-ours-eager        ``snn.lif.eager.lif_torch``: backend ``eager``, plain PyTorch with a hand-written backward
-ours-cpu-fused    ``lif_torch_fused``: backend ``torch`` on CPU tensors, the fused C kernel (built before timing)
-ours-triton       ``snn.kernels.lif_spike``; on CPU the Triton interpreter runs it: checked, never timed
-sj-triton/-cupy   SpikingJelly's multi-step ``LIFNode`` on its ``triton`` / ``cupy`` backend (CUDA only)
-sj-compiled       ``torch.compile`` of the same ``LIFNode`` on its PyTorch path (any device)
-================  ==========================================================================================
-
-``compute`` names the references a contender's spikes must equal exactly: ``"input"`` (the
-reference at the input dtype) or ``"fp32"`` (on the fp32 upcast: the fused kernels keep the
-potential in fp32); torch.compile may meet either. SpikingJelly mapping (``decay_input=False``,
-hard reset to 0): ``H = V (1 - 1/tau) + X`` gives ``tau = 1 / (1 - 0.5) = 2``; its ``H >= v_threshold``
-differs from our ``>`` only where ``H == thresh`` (``tie_tolerant``); ``detach_reset=False`` is our
-reset; ``PiecewiseQuadratic(alpha=1)``'s derivative is our triangle. It is fed its native
-``[T, B*N]`` layout, prepared outside the timed region.
+``compute`` names the references a contender's spikes must equal exactly: ``"input"`` (the reference at
+the input dtype) or ``"fp32"`` (on the fp32 upcast: the fused kernels keep the potential in fp32);
+torch.compile may meet either. SpikingJelly mapping (``decay_input=False``, hard reset to 0):
+``H = V (1 - 1/tau) + X`` gives ``tau = 1 / (1 - 0.5) = 2``; its ``H >= v_threshold`` differs from our
+``>`` only where ``H == thresh`` (``tie_tolerant``); ``detach_reset=False`` is our reset;
+``PiecewiseQuadratic(alpha=1)``'s derivative is our triangle. It gets its native ``[T, B*N]`` layout,
+prepared outside the timed region.
 """
 
 from __future__ import annotations

@@ -86,44 +86,33 @@ def test_train_step(benchmark, request, bench_device, records, backend, precisio
 
 
 def test_train_backends_agree(bench_device, records):
-    """One step's loss and parameter gradients: triton backend == torch backend (same weights, same
-    batch). On CPU this is how the interpreted triton backend is covered."""
-    from snn.kernels import INTERPRETED
-
-    batch = 32 if bench_device.type != "cuda" else 128
-    gen = torch.Generator().manual_seed(0)
+    """One step's loss and parameter gradients: triton backend == torch backend (how CPU covers the interpreted triton)."""
+    batch, gen = (128 if bench_device.type == "cuda" else 32), torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 28, 28), generator=gen, dtype=torch.uint8).to(bench_device)
     labels = torch.randint(0, 10, (batch,), generator=gen).to(bench_device)
     torch.manual_seed(0)
-    reference = SpikingMLP(MLPConfig(), backend="torch").to(bench_device)
-    fused = SpikingMLP(MLPConfig(), backend="triton").to(bench_device)
-    fused.load_state_dict(reference.state_dict())
-    results = []
-    for model in (reference, fused):
-        loss = F.cross_entropy(model(to_float_images(images)), labels)
+    models = [SpikingMLP(MLPConfig(), backend=b).to(bench_device) for b in ("torch", "triton")]
+    models[1].load_state_dict(models[0].state_dict())
+    losses = [F.cross_entropy(m(to_float_images(images)), labels) for m in models]
+    for loss in losses:
         loss.backward()
-        results.append((loss.item(), {n: p.grad for n, p in model.named_parameters()}))
-    loss_diff = abs(results[0][0] - results[1][0])
-    grad_err = max(rel_l2(results[1][1][n], results[0][1][n]) for n in results[0][1])
-    ok = loss_diff <= 1e-5 and grad_err <= 1e-4
-    records.add("train_agree", batch=batch, device=str(bench_device), loss_diff=loss_diff, grad_rel_err=grad_err,
-                  status="pass" if ok else "FAIL", interpreted=bool(INTERPRETED))
-    assert loss_diff <= 1e-5, f"loss differs between backends by {loss_diff}"
-    assert grad_err <= 1e-4, f"parameter gradients differ between backends (max rel-L2 {grad_err})"
+    loss_diff = abs(losses[0].item() - losses[1].item())
+    grad_err = max(rel_l2(p1.grad, p0.grad) for p0, p1 in zip(models[0].parameters(), models[1].parameters()))
+    records.add("train_agree", batch=batch, loss_diff=loss_diff, grad_rel_err=grad_err,
+                status="pass" if loss_diff <= 1e-5 and grad_err <= 1e-4 else "FAIL")
+    assert loss_diff <= 1e-5 and grad_err <= 1e-4, f"backends differ: loss by {loss_diff}, gradients by rel-L2 {grad_err}"
 
 
 def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) -> float:
     """Peak allocated bytes of one training step (after Adam's state exists); inf on OOM."""
     gc.collect()
     torch.cuda.empty_cache()
-    baseline = torch.cuda.memory_allocated(device)  # tensors of other tests still alive, if any
-    gen = torch.Generator(device=device).manual_seed(0)
+    baseline, gen = torch.cuda.memory_allocated(device), torch.Generator(device=device).manual_seed(0)
     try:
         images = torch.randint(0, 256, (batch, 28, 28), generator=gen, device=device, dtype=torch.uint8)
         labels = torch.randint(0, 10, (batch,), generator=gen, device=device)
         model = SpikingMLP(MLPConfig(), backend=backend).to(device)
-        optimizer = make_adam(model.parameters(), lr=1e-3)
-        step = _make_step(model, optimizer, images, labels, batch, amp, device)
+        step = _make_step(model, make_adam(model.parameters(), lr=1e-3), images, labels, batch, amp, device)
         step()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -133,7 +122,7 @@ def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) 
     except torch.cuda.OutOfMemoryError:
         return float("inf")
     finally:
-        images = labels = model = optimizer = step = None
+        images = labels = model = step = None
         gc.collect()
         torch.cuda.empty_cache()
 
@@ -143,24 +132,19 @@ def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) 
 def test_max_batch_in_8gib(bench_device, records, backend, precision):
     if bench_device.type != "cuda":
         pytest.skip("peak GPU memory and the largest batch in 8 GiB are measured on CUDA only")
-    amp = precision != "fp32"
-    fits, fits_peak, over = 0, 0.0, None
-    batch = 1024
-    while batch <= (1 << 22):  # doubling
-        peak = _peak_step_bytes(backend, amp, batch, bench_device)
-        if peak > MEMORY_LIMIT:
+    peak = lambda b: _peak_step_bytes(backend, precision != "fp32", b, bench_device)  # noqa: E731
+    fits, fits_peak, over, batch = 0, 0.0, None, 1024
+    while over is None and batch <= (1 << 22):  # doubling, then bisection to ~1.5 %
+        if (p := peak(batch)) > MEMORY_LIMIT:
             over = batch
-            break
-        fits, fits_peak = batch, peak
-        batch *= 2
-    if over is not None and fits:
-        while over - fits > max(256, fits // 64):  # bisection to ~1.5 %
-            mid = (fits + over) // 2 // 64 * 64
-            peak = _peak_step_bytes(backend, amp, mid, bench_device)
-            if peak <= MEMORY_LIMIT:
-                fits, fits_peak = mid, peak
-            else:
-                over = mid
+        else:
+            fits, fits_peak, batch = batch, p, batch * 2
+    while over is not None and fits and over - fits > max(256, fits // 64):
+        mid = (fits + over) // 2 // 64 * 64
+        if (p := peak(mid)) <= MEMORY_LIMIT:
+            fits, fits_peak = mid, p
+        else:
+            over = mid
     records.add("max_batch", backend=backend, precision=precision, batch=fits, peak_gib=fits_peak / GIB, first_over=over)
     assert fits > 0, f"{backend}/{precision}: even batch 1024 needs more than 8 GiB"
 
