@@ -37,12 +37,13 @@ def _version(dist: str) -> str | None:
 
 
 def _meta(config) -> dict:
+    from pytest_benchmark.plugin import get_cpu_info
     from pytest_benchmark.utils import get_commit_info
 
     device = config._snn_device
     commit = get_commit_info()
     meta = dict(date_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), device=str(device),
-                cpu=platform.processor() or platform.machine(), logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                cpu=get_cpu_info().get("brand_raw") or platform.machine(), logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 versions={d: _version(d) for d in ("torch", "triton", "torchvision", "pytest-benchmark", "spikingjelly")},
                 git=f"{commit.get('id', '?')[:7]}{'+dirty' if commit.get('dirty') else ''}",
                 load_average_start=config._snn_load_start, load_average_end=load_average(),
