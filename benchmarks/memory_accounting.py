@@ -184,37 +184,6 @@ def budget_main(args) -> None:
               + ", ".join(f"{b}: {p:.0f}" for b, p in r["points"]) + " |")
 
 
-def saved_main() -> None:
-
-    rows = []
-    batch = 256
-    saved, _ = measure_saved("mlp-plain", batch)
-    rows.append(dict(net="MLP B=256", T=6, dtype="fp32", name="ours plain", per_sample=saved.per_sample,
-                     weights=saved.weights, search=0.0))
-    for name in ("mlp-low",):
-        try:
-            saved, _ = measure_saved(name, batch)
-        except TypeError:  # before the memory option exists
-            continue
-        rows.append(dict(net="MLP B=256", T=6, dtype="fp32", name="ours low", per_sample=saved.per_sample,
-                         weights=saved.weights, search=0.0))
-    csnn_batch = int(os.environ.get("SNN_MEMORY_CSNN_BATCH", "16"))
-    for T in (4, 16):
-        for dtype in (torch.float32, torch.bfloat16):
-            ref = None
-            for name in ("sj-plain", "sj-memopt", "csnn-plain", "csnn-low"):
-                try:
-                    saved, search = measure_saved(name, csnn_batch, 128, T, dtype)
-                except TypeError:
-                    continue
-                ref = saved.per_sample if name == "sj-plain" else ref
-                rows.append(dict(net=f"CSNN C=128 B={csnn_batch}", T=T, dtype=str(dtype).replace("torch.", ""),
-                                 name=name, per_sample=saved.per_sample, weights=saved.weights, search=search,
-                                 ratio=f"{ref / saved.per_sample:.1f}x"))
-                print(saved_table(rows[-1:]).splitlines()[-1], flush=True)
-    print(saved_table(rows))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
