@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.common import interleaved
 from benchmarks.test_csnn import make_pair, step_function
 
 # (part, substrings of lower-cased event names), matched in this order
@@ -63,15 +63,6 @@ def profile_step(function) -> dict[str, float]:
     return charge(prof.events())
 
 
-def wall(function, rounds: int = 3) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=128)
@@ -85,7 +76,7 @@ def main(argv=None) -> None:
     print(f"C={args.channels} batch {args.batch} {'bf16' if args.bf16 else 'fp32'}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, load {os.getloadavg()}")
     parts = {name: profile_step(step) for name, step in steps.items()}
-    walls = {name: wall(step) for name, step in steps.items()}
+    walls = {name: m.median for name, m in interleaved(steps, 3).items()}
     print("| part | " + " | ".join(f"{name} (s)" for name in steps) + " | " + " | ".join(f"{name} share" for name in steps) + " |")
     print("| --- " * (1 + 2 * len(steps)) + "|")
     for part in ORDER:
@@ -93,7 +84,7 @@ def main(argv=None) -> None:
         shares = [parts[name][part] / max(sum(parts[name].values()), 1e-12) for name in steps]
         print(f"| {part} | " + " | ".join(f"{s:.3f}" for s in seconds) + " | " + " | ".join(f"{s:.0%}" for s in shares) + " |")
     print("| profiled total | " + " | ".join(f"{sum(parts[name].values()):.3f}" for name in steps) + " | | |")
-    print("| wall, unprofiled (median of 3) | " + " | ".join(f"{walls[name]:.3f}" for name in steps) + " | | |")
+    print("| wall, unprofiled (median of 3, interleaved) | " + " | ".join(f"{walls[name]:.3f}" for name in steps) + " | | |")
     print(f"load after: {os.getloadavg()}")
 
 

@@ -1,22 +1,10 @@
-"""One benchmark case at a time: its inputs, the references, each contender's runner and its check.
+"""The correctness gate before timing: per case, each contender's spikes must equal the reference's
+(``seed-index``) exactly and its gradient be within rounding; a contender that fails is not timed.
 
-The tests are ordered case by case (``conftest.pytest_collection_modifyitems``), so the store
-holds a single case: switching to the next frees the previous inputs, references and compiled
-functions. Check results are kept for the whole session (the report lists them).
-
-The check (run before any timing of a contender on a case, and as its own test):
-
-* spikes must equal a reference *exactly*: c1 at the input dtype for the eager contenders, c1 on
-  the fp32 upcast for the fused ones (see ``benchmarks.contenders``); SpikingJelly, whose threshold
-  test is ``>=``, may differ only on neurons whose fp32 potential hits the threshold exactly;
-* the gradient of ``sum(spikes * g)`` must be close to that reference's gradient in relative L2
-  norm: fp32 within 1e-5 (rounding only); 16-bit against the fp32 reference within
-  ``2 * err(c1 in that dtype) + 1e-3``, the flash-attention rule (no worse than twice PyTorch's
-  own eager error), so the tolerance follows real rounding, and a broken kernel (error ~1) fails.
-
-On CPU the Triton kernel runs in the interpreter, about 10,000x slower than eager: it is checked
-on the first rows of each input (``INTERPRETER_ELEMENTS`` neuron-steps, at least one row; the LIF
-is independent per row, so the reference's rows are the reference of the rows) and never timed.
+Gradient bound: 1e-5 relative L2 against the reference in fp32 (or at the input dtype when that is
+the reference met); for a 16-bit input checked against the fp32 upcast, ``2 x`` the reference's own
+16-bit error + 1e-3 (the flash-attention rule). The Triton interpreter (CPU) is checked on the first
+rows of each input (``INTERPRETER_ELEMENTS`` neuron-steps, at least one row; rows are independent).
 """
 
 from __future__ import annotations
@@ -27,30 +15,21 @@ import pytest
 import torch
 
 from benchmarks.common import Case, make_inputs, rel_l2, saved_bytes, threshold_ties
-from benchmarks.contenders import Contender, Runner, Unavailable
+from benchmarks.contenders import OURS_GPU, Contender, Runner, Unavailable
 from snn.lif.reference import lif_reference
 
 INTERPRETER_ELEMENTS = 1 << 18
-FP32_GRAD_TOL = 1e-5
-LOW_PRECISION_ATOL = 1e-3
+FP32_GRAD_TOL, LOW_PRECISION_ATOL = 1e-5, 1e-3
 
 
 class CaseStore:
-    def __init__(self, device: torch.device, collector):
-        self.device = device
-        self.collector = collector
+    """One case's inputs, references and bound contenders at a time (tests are ordered case by case)."""
+
+    def __init__(self, device: torch.device, records):
+        self.device, self.records = device, records
         self.case: Case | None = None
-        self.x = self.g = None
-        self._refs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._runners: dict[str, Runner | Unavailable] = {}
-        self._ties: torch.Tensor | None = None
-        self.checks: dict[tuple[str, str], dict] = {}
-
-    # -- case lifetime ------------------------------------------------------------------------
-
-    def release(self) -> None:
-        """Free the current case (inputs, references, runners, compiled graphs)."""
-        self.activate(None)
+        self.x = self.g = self._ties = None
+        self._refs, self._runners, self.checks = {}, {}, {}
 
     def activate(self, case: Case | None) -> None:
         if self.case == case:
@@ -66,140 +45,94 @@ class CaseStore:
         if case is not None:
             self.x, self.g = make_inputs(case, self.device)
 
-    def interpreted(self, contender: Contender) -> bool:
-        if contender.key != "c4-triton":
-            return False
-        from snn.kernels import INTERPRETED
-
-        return bool(INTERPRETED)
-
     def rows_for(self, contender: Contender) -> int:
-        """Rows of the input a contender is run on: all, except the interpreter (a prefix)."""
         B, T, N = self.x.shape
-        if self.interpreted(contender):
-            return max(1, min(B, INTERPRETER_ELEMENTS // (T * N)))
+        if contender.key == OURS_GPU:
+            from snn.kernels import INTERPRETED
+
+            if INTERPRETED:
+                return max(1, min(B, INTERPRETER_ELEMENTS // (T * N)))
         return B
 
-    # -- references ---------------------------------------------------------------------------
-
     def reference(self, spec: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(spikes, grad_x) of c1 on the full input: ``spec`` "input" at the input dtype, "fp32" on
-        the fp32 upcast (gradient in fp32). For fp32 inputs both are the same computation."""
-        if spec == "fp32" and self.x.dtype == torch.float32:
-            spec = "input"
+        """(spikes, grad_x) of the reference: ``"input"`` at the input dtype, ``"fp32"`` on the fp32 upcast."""
+        spec = "input" if self.x.dtype == torch.float32 else spec
         if spec not in self._refs:
-            x = self.x if spec == "input" else self.x.float()
-            g = self.g if spec == "input" else self.g.float()
+            x, g = (self.x, self.g) if spec == "input" else (self.x.float(), self.g.float())
             x = x.detach().requires_grad_(True)
             spikes = lif_reference(x)
-            (grad,) = torch.autograd.grad(spikes, x, g)
-            self._refs[spec] = (spikes.detach(), grad)
+            self._refs[spec] = (spikes.detach(), torch.autograd.grad(spikes, x, g)[0])
         return self._refs[spec]
 
-    def ties(self) -> torch.Tensor:
-        if self._ties is None:
-            self._ties = threshold_ties(self.x)
-        return self._ties
-
-    # -- runners ------------------------------------------------------------------------------
-
     def runner(self, contender: Contender) -> Runner:
-        """The contender bound to this case's input (built once; raises pytest's skip if it
-        cannot run here, with the reason)."""
+        """The contender bound to this case's input (built once), or pytest's skip with the reason."""
         if contender.key not in self._runners:
-            if contender.cuda_only and self.device.type != "cuda":
-                self._runners[contender.key] = Unavailable("needs CUDA (SpikingJelly's triton and cupy backends are GPU-only)")
-            else:
+            try:
+                if contender.cuda_only and self.device.type != "cuda":
+                    raise Unavailable("needs CUDA (SpikingJelly's triton and cupy backends are GPU-only)")
                 rows = self.rows_for(contender)
-                try:
-                    self._runners[contender.key] = contender.make(self.x[:rows], self.g[:rows])
-                except Unavailable as exc:
-                    self._runners[contender.key] = exc
+                self._runners[contender.key] = contender.make(self.x[:rows], self.g[:rows])
+            except Unavailable as exc:
+                self._runners[contender.key] = exc
         runner = self._runners[contender.key]
         if isinstance(runner, Unavailable):
-            self.collector.add("skip", what=f"{contender.label}", case=self.case.id, reason=str(runner))
+            self.records.add("skip", what=contender.label, case=self.case.id, reason=str(runner))
             pytest.skip(str(runner))
         return runner
-
-    # -- the check ----------------------------------------------------------------------------
 
     def check(self, contender: Contender) -> dict:
         key = (self.case.id, contender.key)
         if key in self.checks:
             return self.checks[key]
-        runner = self.runner(contender)
-        rows = self.rows_for(contender)
+        runner, rows = self.runner(contender), self.rows_for(contender)
         spikes = runner.to_btn(runner.forward().detach())
-        tie_rows = self.ties()[:rows] if contender.tie_tolerant else None
+        if contender.tie_tolerant:
+            self._ties = threshold_ties(self.x) if self._ties is None else self._ties
+        ties = self._ties[:rows, None, :] if contender.tie_tolerant else None
         result = {"case": self.case.id, "contender": contender.key, "label": contender.label,
-                  "rows_checked": rows, "rows_total": self.x.shape[0], **runner.info}
-
-        matched = None
-        mismatches = {}
+                  "rows_checked": rows, "rows_total": self.x.shape[0], "spec": None, "spike_mismatches": {}, **runner.info}
         for spec in contender.compute:
-            ref_spikes = self.reference(spec)[0][:rows]
-            differ = spikes != ref_spikes.to(spikes.dtype)
-            if tie_rows is not None:
-                differ = differ & ~tie_rows[:, None, :]
-            mismatches[spec] = int(differ.sum())
-            if mismatches[spec] == 0:
-                matched = spec
+            differ = spikes != self.reference(spec)[0][:rows].to(spikes.dtype)
+            result["spike_mismatches"][spec] = int((differ & ~ties if ties is not None else differ).sum())
+            if result["spike_mismatches"][spec] == 0:
+                result["spec"] = spec
                 break
-        result["spike_mismatches"] = mismatches
-        result["spec"] = matched
-        if tie_rows is not None:
-            result["tie_neurons"] = int(tie_rows.sum())
-
-        if matched is None:
-            result.update(status="FAIL", reason=f"spikes differ from every allowed reference: {mismatches} of {spikes.numel()}")
+        if result["spec"] is None:
+            result.update(status="FAIL", reason=f"spikes differ from every allowed reference: {result['spike_mismatches']}")
         elif not runner.compare_grad:
             result.update(status="pass", grad="not compared (different surrogate)")
         else:
-            grad = runner.to_btn(runner.forward_backward())
-            ref_grad = self.reference(matched)[1][:rows]
-            grad_f, ref_f = grad.float(), ref_grad.float()
-            if tie_rows is not None:
-                keep = (~tie_rows)[:, None, :].expand_as(grad_f)
-                grad_f, ref_f = grad_f[keep], ref_f[keep]
-            err = rel_l2(grad_f, ref_f)
-            if self.x.dtype == torch.float32 or matched == "input":
-                bound = FP32_GRAD_TOL
-            else:
-                eager_grad = self.reference("input")[1][:rows].float()
-                eager_err = rel_l2(eager_grad, self.reference("fp32")[1][:rows])
-                bound = 2 * eager_err + LOW_PRECISION_ATOL
-                result["eager_grad_rel_err"] = eager_err
-            result.update(grad_rel_err=err, grad_bound=bound)
-            if err <= bound:
-                result["status"] = "pass"
-            else:
-                result.update(status="FAIL", reason=f"gradient relative L2 error {err:.3g} > bound {bound:.3g}")
-        self.checks[key] = result
-        self.collector.add("check", **result)
+            grad = runner.to_btn(runner.forward_backward()).float()
+            ref = self.reference(result["spec"])[1][:rows].float()
+            if ties is not None:
+                keep = (~ties).expand_as(grad)
+                grad, ref = grad[keep], ref[keep]
+            bound = FP32_GRAD_TOL
+            if self.x.dtype != torch.float32 and result["spec"] == "fp32":
+                own = rel_l2(self.reference("input")[1][:rows].float(), self.reference("fp32")[1][:rows])
+                result["eager_grad_rel_err"], bound = own, 2 * own + LOW_PRECISION_ATOL
+            err = rel_l2(grad, ref)
+            result.update(grad_rel_err=err, grad_bound=bound, status="pass" if err <= bound else "FAIL",
+                          reason=None if err <= bound else f"gradient relative L2 error {err:.3g} > bound {bound:.3g}")
+        self.checks[key] = self.records.add("check", **result)
         return result
 
     def require_checked(self, contender: Contender) -> Runner:
-        """The runner, after its check passed on this case (a failing contender is never timed)."""
         result = self.check(contender)
         if result["status"] != "pass":
             pytest.fail(f"{contender.label} on {self.case.id}: not timed, its check failed: {result['reason']}")
         return self.runner(contender)
 
-    # -- memory -------------------------------------------------------------------------------
-
     def saved_per_neuron_step(self, contender: Contender) -> tuple[float, float, float | None]:
-        """(all, new) bytes per neuron-step from saved_tensors_hooks, and on CUDA a cross-check that
-        does not rely on the hooks: the memory the graph holds once the forward returns (allocated
-        after minus before, minus the output), which also counts state a contender keeps elsewhere."""
+        """(all, new) saved bytes per neuron-step, and on CUDA a cross-check without the hooks: memory
+        held once the forward returns (allocated after minus before, minus the output)."""
         runner = self.runner(contender)
         total, new = saved_bytes(runner.forward, inputs=(runner.x,))
-        n = runner.x.numel()
-        held = None
+        n, held = runner.x.numel(), None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             out = runner.forward()
             torch.cuda.synchronize(self.device)
             held = (torch.cuda.memory_allocated(self.device) - before - out.untyped_storage().nbytes()) / n
-            del out
         return total / n, new / n, held

@@ -1,97 +1,62 @@
-"""Saved-activation accounting and peak RSS of a training step: the measuring half of benchmarks/test_memory.py.
+"""Saved-activation accounting and peak RSS of a training step (the measuring half of benchmarks/test_memory.py).
 
-    python -m benchmarks.memory_accounting saved            # the saved-bytes table (one process)
-    python -m benchmarks.memory_accounting peak NAME B      # one fresh-process peak-RSS probe (prints JSON)
+    python -m benchmarks.memory_accounting saved                # the saved-bytes table (one process)
+    python -m benchmarks.memory_accounting budget [--budget-mib 4096] [--channels 32] [--time-steps 4]
+    python -m benchmarks.memory_accounting steps csnn-plain csnn-low --batch 64    # step times, interleaved
+    python -m benchmarks.memory_accounting peak NAME B C T      # one fresh-process peak-RSS probe (prints JSON)
 
-Saved bytes. Every tensor the autograd graph packs for the backward (``saved_tensors_hooks``,
-which also sees what ``torch.utils.checkpoint`` and SpikingJelly's memopt keep: their saved inputs
-go through ``save_for_backward`` outside their own hooks) is counted once per distinct storage.
-Storages of the model's parameters and buffers are reported separately as weights; storages of
-the step's input images are left out (the caller holds them anyway).
-
-Peak RSS. ``ru_maxrss`` of a fresh Python process that builds the model and runs
-``$SNN_MEMORY_PEAK_STEPS`` (default 2) training steps with plain SGD (no optimizer state) at
-batch ``B``: the peak is the process's high-water mark, imports and model included.
+Saved bytes: every tensor the autograd graph packs for the backward (``saved_tensors_hooks``, which also
+sees what ``torch.utils.checkpoint`` and SpikingJelly's memopt keep), each storage once; the model's
+parameters and buffers apart as weights; the step's input images left out (the caller holds them).
+Peak RSS: ``ru_maxrss`` of a fresh process that builds the model and runs ``$SNN_MEMORY_PEAK_STEPS``
+(default 2) SGD steps at batch B, imports and model included. ``budget``: the largest CSNN batch whose
+peak fits, by a secant search over measured probes (two small batches, two more probes, multiples of
+8); the row is the largest *measured* batch within the budget, never an extrapolation.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import REPO_ROOT, interleaved, saved_storages
 from benchmarks.test_csnn import spikingjelly_csnn  # SpikingJelly's own CSNN, tensorboard stubbed
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass
-class Saved:
-    """What one forward keeps for its backward."""
-
-    activations: int  # bytes, storages counted once, weights and inputs excluded
-    weights: int  # bytes of parameter/buffer storages the graph saves
-    batch: int
-
-    @property
-    def per_sample(self) -> float:
-        return self.activations / self.batch
-
-
-def saved_bytes(model: torch.nn.Module, forward: Callable[[], torch.Tensor], inputs=(), batch: int = 1) -> Saved:
-    """Run ``forward()`` under a packing hook and account what its graph saves (see the module docstring)."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        storages[st.data_ptr()] = max(storages.get(st.data_ptr(), 0), st.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
-    weight_ptrs = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    input_ptrs = {t.untyped_storage().data_ptr() for t in inputs}
-    weights = sum(n for p, n in storages.items() if p in weight_ptrs)
-    acts = sum(n for p, n in storages.items() if p not in weight_ptrs and p not in input_ptrs)
-    return Saved(acts, weights, batch)
-
-
-# ----------------------------------------------------------------------------------------------
-# the contenders: (model, forward(images) -> scores, after-step hook)
-# ----------------------------------------------------------------------------------------------
+def saved_of(model: torch.nn.Module, forward, inputs, batch: int) -> dict:
+    """Saved activation bytes per sample and saved weight bytes of ``forward()``'s graph (module docstring)."""
+    storages = saved_storages(forward)
+    weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    skip = weights | {t.untyped_storage().data_ptr() for t in inputs}
+    return {"per_sample": sum(n for p, n in storages.items() if p not in skip) / batch,
+            "weights": sum(n for p, n in storages.items() if p in weights)}
 
 
 def spikingjelly_memopt(model, batch: int, dtype=torch.float32):
-    """SpikingJelly 2.0's ``memopt.optimize_memory`` at its most aggressive preset that runs on a CPU:
-    level 1 (levels 2-4 measure CUDA memory and refuse a CPU model), ``checkpoint_budget="memory"``
-    (every candidate), ``compress=True`` (binary inputs bit-packed), every layer of the CSNN a
-    candidate. Returns (model, seconds the search took)."""
+    """SpikingJelly 2.0's ``memopt.optimize_memory`` at its most aggressive preset that runs on a CPU (level 1:
+    levels 2-4 refuse a CPU model; ``checkpoint_budget="memory"``; ``compress=True``; every layer a candidate).
+    Returns (model, seconds the search took)."""
     from spikingjelly.activation_based import functional, layer, memopt, neuron
 
-    targets = (layer.Conv2d, layer.BatchNorm2d, neuron.IFNode, layer.MaxPool2d, layer.Linear)
     example = torch.rand(batch, 1, 28, 28, dtype=dtype)
-
-    def example_forward(m):
-        functional.reset_net(m)
-        return m(example)
-
     start = time.perf_counter()
-    memopt.optimize_memory(model, targets, example_forward, level=1, checkpoint_budget="memory", compress=True)
+    memopt.optimize_memory(model, (layer.Conv2d, layer.BatchNorm2d, neuron.IFNode, layer.MaxPool2d, layer.Linear),
+                           lambda m: (functional.reset_net(m), m(example))[1], level=1, checkpoint_budget="memory", compress=True)
     return model, time.perf_counter() - start
 
 
 def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype=torch.float32):
-    """``(model, forward, after_step, search_seconds)`` for a contender name:
-    ``mlp-plain``, ``mlp-low``, ``csnn-plain``, ``csnn-low``, ``sj-plain``, ``sj-memopt``."""
+    """``(model, after_step, search_seconds)`` for ``mlp-plain``, ``mlp-low``, ``csnn-plain``, ``csnn-low``,
+    ``sj-plain``, ``sj-memopt``."""
     torch.manual_seed(0)
     after, search = (lambda m: None), 0.0
     if name.startswith("mlp"):
@@ -105,17 +70,10 @@ def build(name: str, batch: int, channels: int = 128, time_steps: int = 4, dtype
     else:
         from spikingjelly.activation_based import functional
 
-        model = spikingjelly_csnn(channels, time_steps)
-        after = functional.reset_net
+        model, after = spikingjelly_csnn(channels, time_steps).to(dtype), functional.reset_net
         if name == "sj-memopt":
-            model = model.to(dtype)
             model, search = spikingjelly_memopt(model, batch, dtype)
-    model = model.to(dtype).train()
-
-    def forward(images):
-        return model(images)
-
-    return model, forward, after, search
+    return model.to(dtype).train(), after, search
 
 
 def images_for(name: str, batch: int, dtype=torch.float32) -> torch.Tensor:
@@ -123,126 +81,136 @@ def images_for(name: str, batch: int, dtype=torch.float32) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
 
 
-def train_step(model, forward, after, images) -> None:
-    target = torch.arange(images.shape[0]) % 10
-    out = forward(images)
-    loss = F.mse_loss(out.float(), F.one_hot(target, 10).float())
-    loss.backward()
-    after(model)
+def sgd_step(name, batch, channels=128, time_steps=4, dtype=torch.float32):
+    """One training step (forward, MSE against one-hot, backward, SGD) of a contender, as a function."""
+    model, after, _ = build(name, batch, channels, time_steps, dtype)
+    optimizer, images = torch.optim.SGD(model.parameters(), lr=0.01), images_for(name, batch, dtype)
+    target = F.one_hot(torch.arange(batch) % 10, 10).float()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.mse_loss(model(images).float(), target).backward()
+        after(model)
+        optimizer.step()
+
+    return step
 
 
-def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch.float32) -> tuple[Saved, float]:
-    model, forward, after, search = build(name, batch, channels, time_steps, dtype)
+def measure_saved(name: str, batch: int, channels=128, time_steps=4, dtype=torch.float32) -> tuple[dict, float]:
+    model, after, search = build(name, batch, channels, time_steps, dtype)
     images = images_for(name, batch, dtype)
-    saved = saved_bytes(model, lambda: forward(images), inputs=(images,), batch=batch)
+    saved = saved_of(model, lambda: model(images), (images,), batch)
     after(model)
     return saved, search
 
 
 def step_times(names, batch: int, channels=128, time_steps=4, dtype=torch.float32, rounds=7) -> dict:
-    """Median seconds of one training step (forward, loss, backward, SGD) per contender, the
-    contenders interleaved round by round in this process (the ratio is what to read on a loaded
-    machine); one untimed warm-up step each."""
-    runs = {}
-    for name in names:
-        model, forward, after, _ = build(name, batch, channels, time_steps, dtype)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        images = images_for(name, batch, dtype)
-
-        def step(model=model, forward=forward, after=after, optimizer=optimizer, images=images):
-            optimizer.zero_grad(set_to_none=True)
-            train_step(model, forward, after, images)
-            optimizer.step()
-
+    """Median seconds of one training step per contender, interleaved round by round in this process
+    (read the ratio on a loaded machine); one warm-up step each."""
+    steps = {name: sgd_step(name, batch, channels, time_steps, dtype) for name in names}
+    for step in steps.values():
         step()
-        runs[name] = (step, [])
-    for _ in range(rounds):
-        for name, (step, times) in runs.items():
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    return {name: sorted(times)[len(times) // 2] for name, (_, times) in runs.items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# peak RSS in a fresh process
-# ----------------------------------------------------------------------------------------------
+    return {name: m.median for name, m in interleaved(steps, rounds).items()}
 
 
 def _peak_child(name: str, batch: int, channels: int, time_steps: int) -> None:
-    model, forward, after, _ = build(name, batch, channels, time_steps)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images = images_for(name, batch)
+    step = sgd_step(name, batch, channels, time_steps)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(int(os.environ.get("SNN_MEMORY_PEAK_STEPS", "2"))):
-        optimizer.zero_grad(set_to_none=True)
-        train_step(model, forward, after, images)
-        optimizer.step()
+        step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"name": name, "batch": batch, "peak_mib": peak / 1024, "before_step_mib": base / 1024}))
 
 
-def peak_rss_mib(name: str, batch: int, channels: int = 128, time_steps: int = 4, limit_mib: float | None = None,
-                 timeout: float = 900) -> float | None:
-    """Peak RSS (MiB) of a fresh process running training steps of ``name`` at ``batch``; None when it
-    ran out of memory under ``limit_mib`` (an address-space cap would also count untouched mappings, so
-    the budget is checked on the measured peak instead)."""
+def peak_rss_mib(name: str, batch: int, channels: int = 128, time_steps: int = 4, timeout: float = 900) -> float | None:
+    """Peak RSS (MiB) of a fresh process running training steps of ``name`` at ``batch``; None when it ran out of memory."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     cmd = [sys.executable, "-m", "benchmarks.memory_accounting", "peak", name, str(batch), str(channels), str(time_steps)]
-    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if run.returncode != 0:
         if "MemoryError" in run.stderr or "DefaultCPUAllocator" in run.stderr or run.returncode < 0:
             return None
         raise RuntimeError(f"peak probe {name} B={batch} failed:\n{run.stderr[-2000:]}")
-    peak = json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
-    return None if (limit_mib is not None and peak > limit_mib) else peak
-
-
-def saved_table(rows) -> str:
-    out = ["| network | T | dtype | contender | saved activations / sample | weights saved | vs SJ plain | search |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['net']} | {r['T']} | {r['dtype']} | {r['name']} | {_fmt(r['per_sample'])} | "
-                   f"{_fmt(r['weights'])} | {r.get('ratio', '')} | {r['search']:.1f} s |")
-    return "\n".join(out)
+    return json.loads(run.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
 def _fmt(n: float) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.2f} KiB"
 
 
-def main(argv) -> None:
-    if argv and argv[0] == "peak":
-        _peak_child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
-        return
+def saved_main() -> None:
+    print("| network | T | dtype | contender | saved activations / sample | weights saved | vs the first row (SJ plain; MLP: ours plain) | search |\n" + "|---" * 8 + "|")
+    cases = [("MLP B=256", 6, torch.float32, ("mlp-plain", "mlp-low"), 256)]
+    batch = int(os.environ.get("SNN_MEMORY_CSNN_BATCH", "16"))
+    cases += [(f"CSNN C=128 B={batch}", T, dt, ("sj-plain", "sj-memopt", "csnn-plain", "csnn-low"), batch)
+              for T in (4, 16) for dt in (torch.float32, torch.bfloat16)]
+    for net, T, dtype, names, b in cases:
+        ref = None
+        for name in names:
+            saved, search = measure_saved(name, b, 128, T, dtype)
+            ref = ref or saved["per_sample"]
+            print(f"| {net} | {T} | {str(dtype)[6:]} | {name} | {_fmt(saved['per_sample'])} | {_fmt(saved['weights'])} | "
+                  f"{ref / saved['per_sample']:.1f}x | {search:.1f} s |", flush=True)
+
+
+def largest_batch(name: str, budget_mib: float, channels: int, time_steps: int, small=(16, 64), probes=2) -> dict:
+    points = [(b, peak_rss_mib(name, b, channels, time_steps)) for b in small]
+    slope = (points[1][1] - points[0][1]) / (small[1] - small[0])
+    for _ in range(probes):  # the line through the last two measured points gives the next batch
+        (b1, p1), (b2, p2) = points[-2], points[-1]
+        step = (p2 - p1) / (b2 - b1) if b2 != b1 and p2 > p1 else slope
+        batch = max(8, int(b2 + (budget_mib - p2) / step) // 8 * 8)
+        if any(b == batch for b, _ in points):
+            break
+        peak = peak_rss_mib(name, batch, channels, time_steps)
+        points.append((batch, float("inf") if peak is None else peak))
+    batch, peak = max((b, p) for b, p in points if p <= budget_mib)
+    return {"name": name, "batch": batch, "peak_mib": peak, "mib_per_sample": slope, "points": points}
+
+
+BUDGET_LABELS = {"csnn-low": "ours low", "sj-memopt": "SpikingJelly memopt (level 1, memory, compress)",
+                 "sj-plain": "SpikingJelly BPTT", "csnn-plain": "ours plain"}
+
+
+def budget_main(args) -> None:
     rows = []
-    batch = 256
-    saved, _ = measure_saved("mlp-plain", batch)
-    rows.append(dict(net="MLP B=256", T=6, dtype="fp32", name="ours plain", per_sample=saved.per_sample,
-                     weights=saved.weights, search=0.0))
-    for name in ("mlp-low",):
-        try:
-            saved, _ = measure_saved(name, batch)
-        except TypeError:  # before the memory option exists
-            continue
-        rows.append(dict(net="MLP B=256", T=6, dtype="fp32", name="ours low", per_sample=saved.per_sample,
-                         weights=saved.weights, search=0.0))
-    csnn_batch = int(os.environ.get("SNN_MEMORY_CSNN_BATCH", "16"))
-    for T in (4, 16):
-        for dtype in (torch.float32, torch.bfloat16):
-            ref = None
-            for name in ("sj-plain", "sj-memopt", "csnn-plain", "csnn-low"):
-                try:
-                    saved, search = measure_saved(name, csnn_batch, 128, T, dtype)
-                except TypeError:
-                    continue
-                ref = saved.per_sample if name == "sj-plain" else ref
-                rows.append(dict(net=f"CSNN C=128 B={csnn_batch}", T=T, dtype=str(dtype).replace("torch.", ""),
-                                 name=name, per_sample=saved.per_sample, weights=saved.weights, search=search,
-                                 ratio=f"{ref / saved.per_sample:.1f}x"))
-                print(saved_table(rows[-1:]).splitlines()[-1], flush=True)
-    print(saved_table(rows))
+    for name in args.only:
+        rows.append(largest_batch(name, args.budget_mib, args.channels, args.time_steps))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| CSNN C={args.channels} T={args.time_steps}, peak RSS within {args.budget_mib:.0f} MiB | largest measured "
+          "batch | its peak | MiB per sample (B 16 -> 64) | probes (batch: MiB) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {BUDGET_LABELS[r['name']]} | {r['batch']} | {r['peak_mib']:.0f} MiB | {r['mib_per_sample']:.2f} | "
+              + ", ".join(f"{b}: {p:.0f}" for b, p in r["points"]) + " |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("saved", help="the saved-bytes table")
+    budget = sub.add_parser("budget", help="the largest CSNN batch within a peak-RSS budget (minutes)")
+    budget.add_argument("--budget-mib", type=float, default=4096)
+    budget.add_argument("--channels", type=int, default=32)
+    budget.add_argument("--time-steps", type=int, default=4)
+    budget.add_argument("--only", nargs="*", default=list(BUDGET_LABELS), choices=list(BUDGET_LABELS))
+    steps = sub.add_parser("steps", help="training step times, contenders interleaved")
+    steps.add_argument("names", nargs="+")
+    steps.add_argument("--batch", type=int, default=64)
+    steps.add_argument("--channels", type=int, default=128)
+    steps.add_argument("--rounds", type=int, default=7)
+    peak = sub.add_parser("peak", help="one fresh-process probe (what budget runs)")
+    for arg in ("name", "batch", "channels", "time_steps"):
+        peak.add_argument(arg, type=str if arg == "name" else int)
+    args = parser.parse_args(argv)
+    if args.command == "peak":
+        _peak_child(args.name, args.batch, args.channels, args.time_steps)
+    elif args.command == "budget":
+        budget_main(args)
+    elif args.command == "steps":
+        print(json.dumps(step_times(args.names, args.batch, args.channels, rounds=args.rounds)))
+    else:
+        saved_main()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

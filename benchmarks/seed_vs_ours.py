@@ -1,16 +1,10 @@
-"""One CPU training pipeline timed in its own process: ``python -m benchmarks.seed_vs_ours PIPELINE``.
+"""One CPU training pipeline timed in its own process: ``python -m benchmarks.seed_vs_ours seed|ours|ours-aug --data-dir DIR``.
 
-Pipelines (each over the same number of 128-image batches of real MNIST, after a 5-batch warm-up):
-
-* ``seed``: the plain seed implementation: torchvision ``MNIST`` + ``ToTensor`` +
-  ``DataLoader(batch_size=128, shuffle=True)`` + ``SeedMLP`` (per-step loop, autograd LIF) +
-  ``Adam(lr=1e-3)`` + cross-entropy, in a process left as Python starts it;
-* ``ours``: what ``train.py`` runs: the uint8 dataset batched by index, ``SpikingMLP`` with the torch
-  backend, ``snn.training.train_one_epoch`` and fused Adam;
-* ``ours-aug``: ``ours`` with train.py's default 2-pixel shift augmentation.
-
-Separate processes keep one pipeline's allocator state and thread pools out of the other's timings.
-Prints one JSON line: ``{"pipeline", "samples_per_s", "batches", "batch"}``.
+Over the same number of 128-image batches of real MNIST, after a 5-batch warm-up: ``seed``, the plain seed
+implementation (torchvision ``MNIST`` + ``ToTensor`` + ``DataLoader(shuffle=True)`` + ``SeedMLP`` + Adam +
+cross-entropy); ``ours``, what ``train.py`` runs (the uint8 dataset batched by index, ``SpikingMLP`` torch
+backend, ``train_one_epoch``, fused Adam); ``ours-aug``, with train.py's 2-pixel shift augmentation. Separate
+processes keep one pipeline's allocator and thread pools out of the other's timings. Prints one JSON line.
 """
 
 from __future__ import annotations

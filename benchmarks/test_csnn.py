@@ -6,7 +6,8 @@
     python -m benchmarks.test_csnn --cuda [--dry-run]   # gpu_check.sh's stage (--dry-run: on the CPU, tiny)
 
 Contenders: SpikingJelly's CSNN eager (sj) and under torch.compile (sj-compiled), ours eager and
-compiled; fp32 and bf16 autocast; every row's contenders are called in turn (A B C D A B ...).
+compiled; fp32 and bf16 autocast; every row's contenders are called in turn (A B C D A B ...,
+``torch.utils.benchmark.Timer`` via ``benchmarks.common.interleaved``); on CUDA ``triton.testing.do_bench``.
 
 Skips SpikingJelly where it does not import (pip install --no-deps spikingjelly==2.0.0 loguru).
 """
@@ -21,6 +22,7 @@ import types
 import pytest
 import torch
 
+from benchmarks.common import interleaved
 from snn.csnn import CSNNConfig, SpikingCSNN, state_dict_from_spikingjelly
 
 SHAPES = [(32, 64), (32, 128), (128, 64), (128, 128)]  # (channels, batch)
@@ -108,19 +110,6 @@ def test_csnn_inference(benchmark, batch, who):
                        rounds=5, warmup_rounds=1)
 
 
-def interleaved(functions: dict, rounds: int) -> dict:
-    """Median seconds per call of each function, called in turn (A B A B ...) so load hits both alike."""
-    for function in functions.values():
-        function()  # warm-up
-    times = {name: [] for name in functions}
-    for _ in range(rounds):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-
-
 CONTENDERS = ("sj", "sj-compiled", "ours", "ours-compiled")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -138,54 +127,34 @@ def contenders(channels: int, names=CONTENDERS) -> dict:
 
 
 def interleaved_row(functions: dict, rounds: int) -> tuple[dict, dict]:
-    """(median seconds per call, seconds of the first call: compilation included) per function."""
+    """(median seconds per call, interleaved; seconds of the first call, compilation included) per function."""
     first = {}
     for name, function in functions.items():
         start = time.perf_counter()
         function()
         first[name] = time.perf_counter() - start
-    return interleaved(functions, rounds), first
+    return {name: m.median for name, m in interleaved(functions, rounds).items()}, first
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x"
+PAIRS = (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"), ("ours", "ours-compiled"))
 
 
-def training_table(shapes, dtypes, names, rounds: int) -> None:
-    print("| C | batch | dtype | " + " | ".join(f"{name} step (s)" for name in names) +
-          " | speed-up: ours vs SJ eager | ours vs SJ compiled | ours compiled vs SJ compiled | ours compiled vs ours eager | first calls (s) |")
-    print("| --- " * (3 + len(names) + 5) + "|")
-    for channels, batch in shapes:
+def table(kind: str, rows, dtypes, names, rounds: int) -> None:
+    """Interleaved medians per (C, batch) and dtype of the training step (s) or of inference (ms), speed-ups ``a / b``."""
+    make, scale, unit = (step_function, 1, "s") if kind == "training" else (inference_function, 1e3, "ms")
+    print(f"| {kind}: C | batch | dtype | " + " | ".join(f"{n} ({unit})" for n in names) + " | "
+          + " | ".join(f"speed-up {b} vs {a}" for a, b in PAIRS) + " | first calls (s) |\n" + "| --- " * (4 + len(names) + len(PAIRS)) + "|")
+    for channels, batch in rows:
         for dtype_name in dtypes:
-            models = contenders(channels, names)
-            functions = {name: step_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
-            median, first = interleaved_row(functions, rounds)
-            cells = " | ".join(f"{median[name]:.3f}" for name in names)
-            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
-                      for a, b in (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"),
-                                   ("ours", "ours-compiled"))]
-            firsts = ", ".join(f"{name} {first[name]:.1f}" for name in names)
-            print(f"| {channels} | {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + f" | {firsts} |", flush=True)
-
-
-def inference_table(batches, dtypes, names, rounds: int, channels: int = 128) -> None:
-    print(f"| inference C={channels}, batch | dtype | " + " | ".join(f"{name} (ms)" for name in names) +
-          " | speed-up: ours vs SJ eager | ours compiled vs SJ compiled |")
-    print("| --- " * (2 + len(names) + 2) + "|")
-    for batch in batches:
-        for dtype_name in dtypes:
-            models = contenders(channels, names)
-            functions = {name: inference_function(model, batch, sj, DTYPES[dtype_name]) for name, (model, sj) in models.items()}
-            median, _ = interleaved_row(functions, rounds * (5 if batch == 1 else 1))
-            cells = " | ".join(f"{median[name] * 1e3:.1f}" for name in names)
-            ratios = [_ratio(median[a], median[b]) if a in median and b in median else "-"
-                      for a, b in (("sj", "ours"), ("sj-compiled", "ours-compiled"))]
-            print(f"| {batch} | {dtype_name} | {cells} | " + " | ".join(ratios) + " |", flush=True)
+            functions = {n: make(model, batch, sj, DTYPES[dtype_name]) for n, (model, sj) in contenders(channels, names).items()}
+            median, first = interleaved_row(functions, rounds * (5 if batch == 1 else 1))
+            ratios = [f"{median[a] / median[b]:.2f}x" if a in median and b in median else "-" for a, b in PAIRS]
+            print(f"| {channels} | {batch} | {dtype_name} | " + " | ".join(f"{scale * median[n]:.3g}" for n in names) + " | "
+                  + " | ".join(ratios) + " | " + ", ".join(f"{n} {first[n]:.1f}" for n in names) + " |", flush=True)
 
 
 def main(argv=None) -> None:
     import argparse
-    import os
 
     parser = argparse.ArgumentParser(description="CSNN step and inference, ours vs SpikingJelly, interleaved")
     parser.add_argument("--shapes", default=",".join(f"{c}x{b}" for c, b in SHAPES), help="CxBATCH,... (training step)")
@@ -199,16 +168,13 @@ def main(argv=None) -> None:
     dtypes = tuple(args.dtypes.split(","))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
     if not args.no_training:
-        shapes = [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")]
-        training_table(shapes, dtypes, names, args.rounds)
-        print(f"load: {os.getloadavg()}")
+        table("training", [tuple(int(v) for v in text.split("x")) for text in args.shapes.split(",")], dtypes, names, args.rounds)
     if args.inference_batches:
-        print()
-        inference_table([int(b) for b in args.inference_batches.split(",")], dtypes, names, args.rounds)
+        table("inference", [(128, int(b)) for b in args.inference_batches.split(",")], dtypes, names, args.rounds)
     print(f"load after: {os.getloadavg()}")
 
 
-def cuda_main(rounds: int = 10, dry_run: bool = False) -> None:
+def cuda_main(rounds: int = 5, dry_run: bool = False) -> None:
     """The CSNN step (C=128) on CUDA at batch 128 and 512, fp32 and bf16 autocast: ours (Triton
     kernel) vs SpikingJelly's default CUDA path (it picks its CUDA kernel, else Triton, else torch;
     ``SJ_IF_CUDA_IMPLEMENTATION=triton`` or ``=cuda`` forces one). For gpu_check.sh.
@@ -217,7 +183,8 @@ def cuda_main(rounds: int = 10, dry_run: bool = False) -> None:
     device = "cpu" if dry_run else "cuda"
     batches, rounds = ((2,), 1) if dry_run else ((128, 512), rounds)
     implementation = os.environ.get("SJ_IF_CUDA_IMPLEMENTATION", "auto")
-    sync = (lambda: None) if dry_run else torch.cuda.synchronize
+    if not dry_run:
+        from triton.testing import do_bench
     print(f"SpikingJelly IF implementation: {implementation} (SJ_IF_CUDA_IMPLEMENTATION)" + ("; DRY RUN on the CPU" if dry_run else ""))
     print("| C | batch | dtype | SpikingJelly step (ms) | ours (ms) | speed-up |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -229,14 +196,8 @@ def cuda_main(rounds: int = 10, dry_run: bool = False) -> None:
             timings = {}
             for name, model in (("sj", theirs), ("ours", ours)):
                 step = step_function(model, batch, name == "sj", dtype, device)
-                for _ in range(1 if dry_run else 3):
-                    step()
-                sync()
-                start = time.perf_counter()
-                for _ in range(rounds):
-                    step()
-                sync()
-                timings[name] = (time.perf_counter() - start) / rounds
+                # do_bench: warm-up, L2 flush and synchronisation around every call; median ms
+                timings[name] = interleaved({name: step}, 1)[name].median if dry_run else do_bench(step, rep=rounds * 100) / 1e3
             print(f"| 128 | {batch} | {dtype_name} | {timings['sj'] * 1e3:.2f} | {timings['ours'] * 1e3:.2f} | "
                   f"{timings['sj'] / timings['ours']:.2f}x |", flush=True)
 

@@ -1,4 +1,4 @@
-"""The kernels as an H200 runs them, checked without a GPU (benchmarks/static_sm90.py).
+"""The kernels as an H200 runs them, checked without a GPU (tests/proofs/static_sm90.py).
 
 Both kernels are compiled for sm_90 through Triton's launch-time binder, with the launcher's own
 arguments, tiles and compile options, for every benchmark configuration; the cubin is read back
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import static_sm90 as S
+from tests.proofs import static_sm90 as S
 
 BUDGETS = json.loads((Path(__file__).with_name("static_sm90_budgets.json")).read_text())
 ALIGNED = [c.name for c in S.DEFAULT_CONFIGS if c.layout != "unaligned" and c.N % 16 == 0]
@@ -106,8 +106,8 @@ def test_extra_sweep_keeps_the_invariants():
 
 
 def test_round_to_side_matches_the_replaced_rule_sampled():
-    """CI's sample of benchmarks/prove_round_to_side.py (whose full run covers all 2**32 values)."""
-    from benchmarks.prove_round_to_side import run
+    """CI's sample of tests/proofs/prove_round_to_side.py (whose full run covers all 2**32 values)."""
+    from tests.proofs.prove_round_to_side import run
 
     thresholds = [1.0, 0.0, -0.0, 0.3, -2.5, 65510.0, 3.3e38, 3.4e38, 1e-42, -1e-9, float("inf"), float("nan")]
     assert run(thresholds, ["bf16", "fp16"], sample=100_000) == 0

@@ -1,4 +1,4 @@
-"""Static analysis of the LIF kernels as compiled for an H200 (sm_90), without a GPU.
+"""Static analysis of the LIF kernels as compiled for an H200 (sm_90), without a GPU: a proof, not a benchmark.
 
 Each configuration is compiled the way a real launch compiles it: the launcher's own argument
 builders (``kernels.lif._fwd_launch`` / ``_bwd_launch``) and tile choice (``_launch_config``) give
@@ -19,9 +19,9 @@ register prefetch), and occupancy (CTAs per SM from registers and warps; no shar
 
 Usage::
 
-    python -m benchmarks.static_sm90            # Markdown table of the default configurations
-    python -m benchmarks.static_sm90 --json     # the records as JSON
-    python -m benchmarks.static_sm90 --all      # also the larger sweep (tests mark it slow)
+    python -m tests.proofs.static_sm90            # Markdown table of the default configurations
+    python -m tests.proofs.static_sm90 --json     # the records as JSON
+    python -m tests.proofs.static_sm90 --all      # also the larger sweep (tests mark it slow)
 
 Importable: :func:`analyse` returns one record per configuration. In a process whose
 ``kernels.lif.triton_launch`` was decorated for the interpreter (no CUDA), it runs the compile in a child
@@ -41,7 +41,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # sm_90 (H100/H200) limits for the occupancy estimate.
 SM90_REGS_PER_SM = 65536
@@ -339,7 +339,7 @@ def analyse(configs: list[Config] | None = None, fp_fusion: bool | None = None) 
     env = dict(os.environ, TRITON_INTERPRET="0")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.static_sm90", "--json", *[c.name for c in configs]]
+        [sys.executable, "-m", "tests.proofs.static_sm90", "--json", *[c.name for c in configs]]
         + (["--fp-fusion"] if fp_fusion else []),
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=900,
     )

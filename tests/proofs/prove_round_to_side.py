@@ -14,9 +14,9 @@ The new rule's final conversion is exact either way; its two implementations (th
 are proven equal here too: the hand-written bf16 formula against ``torch``'s fp32 -> bf16 (round to
 nearest even, the same rounding as ``cvt.rn.bf16.f32``) on every non-NaN fp32 value.
 
-    python -m benchmarks.prove_round_to_side                      # thresh 1.0, bf16 and fp16
-    python -m benchmarks.prove_round_to_side --thresh=1.0,0.3,-2.5,65510,0 --dtype bf16 fp16
-    python -m benchmarks.prove_round_to_side --sample 1000000     # random sample (what CI runs)
+    python -m tests.proofs.prove_round_to_side                      # thresh 1.0, bf16 and fp16
+    python -m tests.proofs.prove_round_to_side --thresh=1.0,0.3,-2.5,65510,0 --dtype bf16 fp16
+    python -m tests.proofs.prove_round_to_side --sample 1000000     # random sample (what CI runs)
 """
 
 from __future__ import annotations
