@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-from snn.lif.reference import DEFAULT_GAMMA as GAMMA, DEFAULT_TAU as TAU, DEFAULT_THRESH as THRESH  # noqa: F401
+from snn.lif.reference import lif_reference
+from snn.lif.spec import DEFAULT_GAMMA as GAMMA, DEFAULT_TAU as TAU, DEFAULT_THRESH as THRESH  # noqa: F401  (GAMMA: contenders)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -152,14 +153,9 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def threshold_ties(x: torch.Tensor) -> torch.Tensor:
     """Neurons ``[B, N]`` whose fp32 potential equals the threshold exactly at some step: only there can
-    SpikingJelly's ``>=`` and our ``>`` differ (the recurrence of ``snn.lif.reference``, in fp32)."""
-    v = torch.zeros_like(x[:, 0], dtype=torch.float32)
-    tie = torch.zeros_like(v, dtype=torch.bool)
-    for x_t in x.float().unbind(1):
-        h = v * TAU + x_t
-        tie |= h == THRESH
-        v = h * (h <= THRESH).float()
-    return tie
+    SpikingJelly's ``>=`` and our ``>`` differ (``h`` of :func:`snn.lif.reference.lif_reference`, in fp32)."""
+    with torch.no_grad():
+        return (lif_reference(x.float(), TAU, THRESH, return_h=True).h == THRESH).any(dim=1)
 
 
 def load_average() -> str | None:

@@ -70,13 +70,7 @@ def test_train_step(benchmark, request, bench_device, records, backend, precisio
     images, labels, source = _train_data(request, batch, bench_device)
     model = SpikingMLP(MLPConfig(), backend=backend).to(bench_device)
     step = _make_step(model, make_adam(model.parameters(), lr=1e-3), images, labels, batch, precision != "fp32", bench_device)
-    peak_mib = None
-    if bench_device.type == "cuda":
-        step()  # Adam's state exists from here on
-        torch.cuda.synchronize(bench_device)
-        torch.cuda.reset_peak_memory_stats(bench_device)
-        step()
-        peak_mib = torch.cuda.max_memory_allocated(bench_device) / 2**20  # model, Adam, data, activations
+    peak_mib = _peak_bytes(step, bench_device) / 2**20 if bench_device.type == "cuda" else None  # model, Adam, data, activations
     benchmark.group = f"train-step-{batch}"
     stats = time_call(benchmark, step, bench_device)
     if stats:
@@ -103,6 +97,16 @@ def test_train_backends_agree(bench_device, records):
     assert loss_diff <= 1e-5 and grad_err <= 1e-4, f"backends differ: loss by {loss_diff}, gradients by rel-L2 {grad_err}"
 
 
+def _peak_bytes(step, device: torch.device) -> float:
+    """Peak allocated bytes of ``step()`` once a first step has made Adam's state."""
+    step()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device))
+
+
 def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) -> float:
     """Peak allocated bytes of one training step (after Adam's state exists); inf on OOM."""
     gc.collect()
@@ -113,12 +117,7 @@ def _peak_step_bytes(backend: str, amp: bool, batch: int, device: torch.device) 
         labels = torch.randint(0, 10, (batch,), generator=gen, device=device)
         model = SpikingMLP(MLPConfig(), backend=backend).to(device)
         step = _make_step(model, make_adam(model.parameters(), lr=1e-3), images, labels, batch, amp, device)
-        step()
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return float(torch.cuda.max_memory_allocated(device) - baseline)
+        return _peak_bytes(step, device) - baseline
     except torch.cuda.OutOfMemoryError:
         return float("inf")
     finally:
