@@ -1,9 +1,9 @@
-"""The fused Triton LIF kernel (kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
+"""The fused Triton LIF kernels (kernels/lif/triton_kernels.py, launched by kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
 
 Runs on the CPU through the Triton interpreter and, where present, on CUDA (the ``device`` fixture).
 Every test runs with output buffers poisoned with NaN before launch (``POISON_OUTPUTS``), so an
 element a kernel fails to write shows up as a NaN spike or gradient. Shapes are small but cross
-tile boundaries: the ``small_blocks`` fixture shrinks the tiles to 2 x 128 neurons.
+tile boundaries: the ``small_blocks`` fixture shrinks the tiles to 128 neurons.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import snn.kernels.lif.triton_launch as L  # first: it picks the interpreter bef
 import triton
 import triton.language as tl
 from snn.kernels import lif_spike
-from snn.kernels.lif.triton_launch import _round_to_side
+from snn.kernels.lif.triton_kernels import _round_to_side
 from snn.lif.reference import lif_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +42,8 @@ def poisoned_outputs(monkeypatch):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Tiles of at most 2 x 128 neurons so that N = 300 and B = 5 cross both tile edges."""
-    monkeypatch.setattr(L, "MAX_BLOCK_N", 128)
-    monkeypatch.setattr(L, "TILE_NEURONS", 256)
+    """Tiles of at most 128 neurons so that N = 300 and B = 5 cross both tile edges."""
+    monkeypatch.setattr(L, "TILE_NEURONS", 128)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,7 +291,7 @@ def _round_to_side_kernel(
     h_ptr,  # *fp32 potentials
     q_ptr,  # *{fp16, bf16} rounded potentials
     thresh,  # fp32 threshold
-    lo_fire,  # fp32 clamp bounds from kernels.lif._side_bounds
+    lo_fire,  # fp32 clamp bounds from kernels.lif.triton_bounds._side_bounds
     hi_fire,
     lo_rest,
     hi_rest,

@@ -50,8 +50,7 @@ def cases(draw):
 @pytest.fixture(autouse=True)
 def small_poisoned_tiles(monkeypatch):
     monkeypatch.setattr(L, "POISON_OUTPUTS", True)
-    monkeypatch.setattr(L, "MAX_BLOCK_N", 16)
-    monkeypatch.setattr(L, "TILE_NEURONS", 32)
+    monkeypatch.setattr(L, "TILE_NEURONS", 16)
 
 
 # The examples are derandomized (the same 100 every run), so whether a change lands is not decided

@@ -52,8 +52,7 @@ def small_blocks(monkeypatch):
     if "triton" in UNDER_TEST:
         import snn.kernels.lif.triton_launch as L
 
-        monkeypatch.setattr(L, "MAX_BLOCK_N", 64)
-        monkeypatch.setattr(L, "TILE_NEURONS", 128)
+        monkeypatch.setattr(L, "TILE_NEURONS", 64)
         monkeypatch.setattr(L, "POISON_OUTPUTS", True)
 
 
