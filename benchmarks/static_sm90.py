@@ -173,14 +173,9 @@ def compile_config(cfg: Config, keep_asm: bool = False, fp_fusion: bool | None =
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
-    from triton.runtime.autotuner import Heuristics
     from triton.runtime.jit import JITFunction, create_function_from_signature
 
     kernel, args, kwargs = _launch_of(cfg)
-    if isinstance(kernel, Heuristics):  # the flags the kernel derives from its arguments, as Heuristics.run does
-        for flag, heuristic in kernel.values.items():
-            kwargs[flag] = heuristic({**dict(zip(kernel.arg_names, args)), **kwargs})
-        kernel = kernel.fn
     if fp_fusion is not None:  # only to prove the FMA check can fail
         kwargs["enable_fp_fusion"] = fp_fusion
     if not isinstance(kernel, JITFunction):
@@ -196,12 +191,11 @@ def compile_config(cfg: Config, keep_asm: bool = False, fp_fusion: bool | None =
     block_b, block_n, num_warps = kwargs["BLOCK_B"], kwargs["BLOCK_N"], kwargs["num_warps"]
     elems = block_b * block_n // (32 * num_warps)
     record = dict(asdict(cfg), block=f"{block_b}x{block_n}", num_warps=num_warps, elems_per_thread=elems)
-    # what the binder specialised: "D" = divisibility 16, "=1" = the constant 1 (an absent pointer,
-    # None, is a constexpr too: not listed)
+    # what the binder specialised: "D" = divisibility 16, "=1" = the constant 1
     record["specialised"] = sorted(
         f"{k}:{v[1]}" if v[0] != "constexpr" else f"{k}=1"
         for k, v in zip(kernel.arg_names, specialization)
-        if (v[0] != "constexpr" and v[1]) or (v[0] == "constexpr" and k not in kwargs and bound_args[k] is not None)
+        if (v[0] != "constexpr" and v[1]) or (v[0] == "constexpr" and k not in kwargs)
     )
     record.update(_analyse_binary(ptx, cubin, elems, num_warps))
     if keep_asm:

@@ -134,26 +134,17 @@ def _neuron_values(ptr, offs_n, N, scalar, IS_VEC: tl.constexpr):
         return scalar
 
 
-def _given(pointer: str):
-    """A flag of :func:`triton.heuristics`: whether the optional pointer argument ``pointer`` was
-    passed (a tensor) or not (None: a constexpr, never dereferenced, the code using it not compiled)."""
-    return lambda args: args[pointer] is not None
-
-
-@triton.heuristics({"TAU_VEC": _given("tau_ptr"), "THRESH_VEC": _given("thresh_ptr"), "HAS_V0": _given("v0_ptr"),
-                    "WRITE_V": _given("v_ptr"), "WRITE_BITS": _given("bits_ptr")})
 @triton.jit(do_not_specialize=["T"])
 def _lif_fwd_kernel(
     x_ptr,  # *{fp16,bf16,fp32} input current, viewed as [B, T, N] with arbitrary strides
     s_ptr,  # *x.dtype output spikes [B, T, N]
     h_ptr,  # *{fp32 (fp32 input), x.dtype (16-bit input)} saved pre-reset potential [B, T, N]
-    # Optional pointers: None when absent, and their flags below say whether they were given.
-    tau_ptr,  # *fp32 [N] per-neuron tau (TAU_VEC)
-    thresh_ptr,  # *fp32 [N] per-neuron thresh (THRESH_VEC)
+    tau_ptr,  # *fp32 [N] per-neuron tau (TAU_VEC; else unused)
+    thresh_ptr,  # *fp32 [N] per-neuron thresh (THRESH_VEC; else unused)
     bounds_ptr,  # *fp32 [4, N] per-neuron clamp bounds of the 16-bit save (THRESH_VEC; see triton_bounds._side_bounds)
-    v0_ptr,  # *{fp32, x.dtype} [B, N] initial potential (HAS_V0)
-    v_ptr,  # *fp32 [B, N] contiguous output: the final potential (WRITE_V)
-    bits_ptr,  # *uint8 [B, T, ceil(N/8)] output: the spikes bit-packed (WRITE_BITS)
+    v0_ptr,  # *{fp32, x.dtype} [B, N] initial potential (HAS_V0; else unused)
+    v_ptr,  # *fp32 [B, N] contiguous output: the final potential (WRITE_V; else unused)
+    bits_ptr,  # *uint8 [B, T, ceil(N/8)] output: the spikes bit-packed (WRITE_BITS; else unused)
     B,  # batch size
     T,  # number of time steps (runtime loop bound, >= 1)
     N,  # neurons per sample (product of the trailing dims)
@@ -182,15 +173,14 @@ def _lif_fwd_kernel(
     SOFT_RESET: tl.constexpr,  # reset="soft": v = h - thresh * s (else hard: h * (1 - s) [+ v_reset * s])
     HAS_V_RESET: tl.constexpr,  # hard reset to a non-zero v_reset
     DELAYED_RESET: tl.constexpr,  # reset="subtract_next": v = h, thresh subtracted at the next step
-    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
-    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
-    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
-    # from the optional pointers (triton.heuristics above):
     TAU_VEC: tl.constexpr,  # tau is per neuron (tau_ptr)
     THRESH_VEC: tl.constexpr,  # thresh is per neuron (thresh_ptr, bounds_ptr)
     HAS_V0: tl.constexpr,  # start from v0 instead of 0
     WRITE_V: tl.constexpr,  # store the final potential
-    WRITE_BITS: tl.constexpr,  # also store the spikes bit-packed (bits_ptr)
+    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
+    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
+    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
+    WRITE_BITS: tl.constexpr = False,  # also store the spikes bit-packed (bits_ptr)
 ):
     # int64 before any multiplication by a stride: offsets may pass 2**31 elements.
     pid = tl.program_id(0).to(tl.int64)
@@ -308,15 +298,11 @@ def _store_partial(ptr, acc, mask, pid_b, offs_n, N):
     tl.store(ptr + pid_b * N + offs_n, tl.reduce(tl.where(mask, acc, 0.0), 0, _add), mask=offs_n < N)
 
 
-@triton.heuristics({"TAU_VEC": _given("tau_ptr"), "THRESH_VEC": _given("thresh_ptr"), "HAS_GV": _given("gv_ptr"),
-                    "HAS_V0": _given("v0_ptr"), "WRITE_GV0": _given("gv0_ptr"), "NEED_TAU": _given("gtau_ptr"),
-                    "NEED_THRESH": _given("gthresh_ptr")})
 @triton.jit(do_not_specialize=["T"])
 def _lif_bwd_kernel(
     gs_ptr,  # *{fp16,bf16,fp32} incoming gradient of the spikes [B, T, N], arbitrary strides
     h_ptr,  # *{fp32, fp16, bf16} saved pre-reset potential [B, T, N] (from the forward)
     gx_ptr,  # *x.dtype output gradient of the input [B, T, N]
-    # Optional pointers: None when absent, and their flags below say whether they were given.
     tau_ptr,  # *fp32 [N] per-neuron tau (TAU_VEC)
     thresh_ptr,  # *fp32 [N] per-neuron thresh (THRESH_VEC)
     gv_ptr,  # *fp32 [B, N] gradient of the final potential (HAS_GV), strides below
@@ -350,10 +336,6 @@ def _lif_bwd_kernel(
     HAS_V_RESET: tl.constexpr,
     DELAYED_RESET: tl.constexpr,  # reset="subtract_next" (detached): v = h, h_t holds - thresh * s_{t-1}
     DETACH_RESET: tl.constexpr,  # the reset treats s as a constant (dR/ds = 0)
-    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
-    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
-    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
-    # from the optional pointers (triton.heuristics above):
     TAU_VEC: tl.constexpr,
     THRESH_VEC: tl.constexpr,
     HAS_GV: tl.constexpr,  # the final potential has a gradient (c_{T-1} = g_v; else 0)
@@ -361,6 +343,9 @@ def _lif_bwd_kernel(
     WRITE_GV0: tl.constexpr,
     NEED_TAU: tl.constexpr,
     NEED_THRESH: tl.constexpr,
+    HW_CVT: tl.constexpr,  # round with the hardware's cvt.rn (compiled GPU code, not the interpreter)
+    BLOCK_B: tl.constexpr,  # tile rows (batch direction)
+    BLOCK_N: tl.constexpr,  # tile columns (neuron direction, contiguous)
 ):
     pid = tl.program_id(0).to(tl.int64)
     num_pid_n = (N + BLOCK_N - 1) // BLOCK_N

@@ -87,7 +87,7 @@ TILE_NEURONS = 1024
 POISON_OUTPUTS = False
 
 # Whether Triton decorated the kernels for its CPU interpreter (decided when they were decorated).
-INTERPRETED = not isinstance(_lif_fwd_kernel.fn, triton.runtime.JITFunction)  # .fn: inside triton.heuristics
+INTERPRETED = not isinstance(_lif_fwd_kernel, triton.runtime.JITFunction)
 _notice_logged = False
 
 
@@ -256,17 +256,19 @@ def _fwd_launch(x3, s3, h3, B: int, T: int, N: int, tau, thresh, save_h: bool, s
 
     ``tau_vec``/``thresh_vec``: fp32 [N] rows for per-neuron parameters (``bounds``: their [4, N]
     side bounds for a 16-bit save); ``v0``: a [B, N] view; ``v_out``: a contiguous fp32 [B, N].
-    Absent ones are passed as None: the kernel's ``triton.heuristics`` turn that into its flags.
+    Unused pointers are given ``x3`` (never dereferenced: their constexpr flag is off).
     """
     scalar_bounds = _side_bounds(thresh, h3.dtype) if thresh_vec is None else (0.0,) * 4
     args = (
-        x3, s3, h3, tau_vec, thresh_vec, bounds, v0, v_out, bits,
-        B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), *(v0.stride() if v0 is not None else (0, 0)),
+        x3, s3, h3, _pointer(tau_vec, x3), _pointer(thresh_vec, x3), _pointer(bounds, x3), _pointer(v0, x3), _pointer(v_out, x3),
+        _pointer(bits, x3), B, T, N, *x3.stride(), *s3.stride(), *h3.stride(), *(v0.stride() if v0 is not None else (0, 0)),
         *((0, 0) if bits is None else bits.stride()[:2]), 0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset, *scalar_bounds,
     )
     constexprs = dict(
         SAVE_H=save_h, X_BCAST=x3.stride(1) == 0, SOFT_RESET=spec.reset == "soft", HAS_V_RESET=spec.v_reset != 0.0,
-        DELAYED_RESET=spec.reset == "subtract_next", HW_CVT=not INTERPRETED,
+        DELAYED_RESET=spec.reset == "subtract_next", TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
+        HAS_V0=v0 is not None, WRITE_V=v_out is not None,
+        HW_CVT=not INTERPRETED, **({"WRITE_BITS": True} if bits is not None else {}),
     )
     return _lif_fwd_kernel, args, constexprs
 
@@ -277,11 +279,11 @@ def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau, thresh, gamma=None, s
 
     Optional [B, N] views: ``grad_v`` (final potential's gradient), ``v0``; outputs ``grad_v0``
     (contiguous fp32 [B, N]) and ``grad_tau``/``grad_thresh`` (fp32 [rows of tiles, N] partial sums).
-    Absent ones are passed as None: the kernel's ``triton.heuristics`` turn that into its flags.
     """
     spec = _spec_of(gamma, spec)
     args = (
-        gs3, h3, gx3, tau_vec, thresh_vec, grad_v, v0, grad_v0, grad_tau, grad_thresh,
+        gs3, h3, gx3, _pointer(tau_vec, gs3), _pointer(thresh_vec, gs3), _pointer(grad_v, gs3), _pointer(v0, gs3), _pointer(grad_v0, gs3),
+        _pointer(grad_tau, gs3), _pointer(grad_thresh, gs3),
         B, T, N, *gs3.stride(), *h3.stride(), *gx3.stride(),
         *(grad_v.stride() if grad_v is not None else (0, 0)), *(v0.stride() if v0 is not None else (0, 0)),
         0.0 if tau_vec is not None else tau, 0.0 if thresh_vec is not None else thresh, spec.v_reset,
@@ -289,9 +291,16 @@ def _bwd_launch(gs3, h3, gx3, B: int, T: int, N: int, tau, thresh, gamma=None, s
     )
     constexprs = dict(
         SURROGATE=spec.surrogate_id, SOFT_RESET=spec.reset in ("soft", "subtract_next"), HAS_V_RESET=spec.v_reset != 0.0,
-        DELAYED_RESET=spec.reset == "subtract_next", DETACH_RESET=spec.detach_reset, HW_CVT=not INTERPRETED,
+        DELAYED_RESET=spec.reset == "subtract_next", DETACH_RESET=spec.detach_reset, TAU_VEC=tau_vec is not None, THRESH_VEC=thresh_vec is not None,
+        HAS_GV=grad_v is not None, HAS_V0=v0 is not None, WRITE_GV0=grad_v0 is not None,
+        NEED_TAU=grad_tau is not None, NEED_THRESH=grad_thresh is not None, HW_CVT=not INTERPRETED,
     )
     return _lif_bwd_kernel, args, constexprs
+
+
+def _pointer(tensor, placeholder):
+    """``tensor``, or ``placeholder`` standing in for an absent one (never dereferenced: its flag is off)."""
+    return placeholder if tensor is None else tensor
 
 
 def _launch(kernel, B: int, N: int, args, constexprs: dict) -> None:
