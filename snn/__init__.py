@@ -33,7 +33,7 @@ class _CheckoutKernelsFinder:
 if (not _os.path.isdir(_os.path.join(__path__[0], "kernels"))
         and _os.path.isfile(_os.path.join(_KERNELS_IN_CHECKOUT, "lif", "triton_launch.py"))
         and not any(isinstance(f, type) and f.__name__ == "_CheckoutKernelsFinder" for f in _sys.meta_path)):
-    _sys.meta_path.append(_CheckoutKernelsFinder)
+    _sys.meta_path.insert(0, _CheckoutKernelsFinder)  # before an editable install of another checkout
 
 _EXPORTS = {
     "BACKENDS": "snn.lif.backends", "get_lif_function": "snn.lif.backends",

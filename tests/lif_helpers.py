@@ -98,18 +98,15 @@ def poison_cpu_outputs(monkeypatch) -> None:
 
 
 def shrink_triton_tiles(monkeypatch, neurons: int) -> None:
-    """Triton tiles of at most ``neurons`` neurons ([neurons // 2]-wide rows, two of them where the
-    plane is that wide), so that small test shapes cross the tile edges; outputs are poisoned too.
-
-    The one place the tile constants of kernels/lif/triton_launch.py are named: when MAX_BLOCK_N
-    and TILE_NEURONS become one constant, only this function changes. Does nothing where Triton
-    cannot be imported (the backend is then not under test).
+    """Triton tiles of ``neurons`` neurons (kernels/lif/triton_launch.py's ``TILE_NEURONS``, 1024 in
+    production), so that small test shapes cross the tile edges; outputs are poisoned too. The one
+    place the tile constant is named. Does nothing where Triton cannot be imported (the backend is
+    then not under test).
     """
     try:
         import snn.kernels.lif.triton_launch as L
     except ImportError:
         return
-    monkeypatch.setattr(L, "MAX_BLOCK_N", neurons // 2)
     monkeypatch.setattr(L, "TILE_NEURONS", neurons)
     monkeypatch.setattr(L, "POISON_OUTPUTS", True)
 

@@ -1,10 +1,10 @@
-"""The fused Triton LIF kernel (kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
+"""The fused Triton LIF kernels (kernels/lif/triton_kernels.py, launched by kernels/lif/triton_launch.py) proven against the seed-literal reference (snn/lif/reference.py).
 
 Runs on the CPU through the Triton interpreter and, where present, on CUDA (the ``device`` fixture).
 Every test runs with output buffers poisoned with NaN before launch (the ``poisoned_outputs``
 fixture), so an element a kernel fails to write shows up as a NaN spike or gradient. Shapes are small
-but cross tile boundaries: the ``small_tiles`` fixture shrinks the tiles to 2 x 128 neurons (the
-module's ``small_tiles(256)`` marker). Layouts, poisoning, tiles, the 16-bit three-way check and the
+but cross tile boundaries: the ``small_tiles`` fixture shrinks the tiles to 128 neurons (the
+module's ``small_tiles(128)`` marker). Layouts, poisoning, tiles, the 16-bit three-way check and the
 saved-bytes counter are tests/lif_helpers.py's.
 """
 
@@ -27,7 +27,7 @@ import snn.kernels.lif.triton_launch as L  # first: it picks the interpreter bef
 import triton
 import triton.language as tl
 from snn.kernels import lif_spike
-from snn.kernels.lif.triton_launch import _round_to_side
+from snn.kernels.lif.triton_kernels import _round_to_side
 from lif_helpers import FP32_RTOL, assert_grad_close, make_layout, poisoned_out, saved_bytes_per_element
 from snn.lif.reference import lif_reference
 
@@ -36,9 +36,9 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = ["fp32", "fp16", "bf16"]
 LAYOUTS = ["contiguous", "transposed", "sliced", "permuted", "stride0"]  # lif_helpers.make_layout's kinds
 
-# every test poisoned; tests that ask for small_tiles get tiles of at most 2 x 128 neurons, so that
+# every test poisoned; tests that ask for small_tiles get tiles of 128 neurons, so that
 # N = 300 and B = 5 cross both tile edges
-pytestmark = [pytest.mark.usefixtures("poisoned_outputs"), pytest.mark.small_tiles(256)]
+pytestmark = [pytest.mark.usefixtures("poisoned_outputs"), pytest.mark.small_tiles(128)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _round_to_side_kernel(
     h_ptr,  # *fp32 potentials
     q_ptr,  # *{fp16, bf16} rounded potentials
     thresh,  # fp32 threshold
-    lo_fire,  # fp32 clamp bounds from kernels.lif._side_bounds
+    lo_fire,  # fp32 clamp bounds from kernels.lif.triton_bounds._side_bounds
     hi_fire,
     lo_rest,
     hi_rest,

@@ -48,9 +48,9 @@ def cases(draw):
     return B, T, trail, dtype, tau, thresh, gamma, values, grads, transpose
 
 
-# tiles of at most 32 neurons (the drawn shapes have up to 40), outputs poisoned: the small_tiles
+# tiles of 16 neurons (the drawn shapes have up to 40), outputs poisoned: the small_tiles
 # fixture of tests/conftest.py
-pytestmark = [pytest.mark.small_tiles(32), pytest.mark.usefixtures("small_tiles")]
+pytestmark = [pytest.mark.small_tiles(16), pytest.mark.usefixtures("small_tiles")]
 
 
 # The examples are derandomized (the same 100 every run), so whether a change lands is not decided

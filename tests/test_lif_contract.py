@@ -45,9 +45,9 @@ LAYOUTS = ["contiguous", "time_major", "stride0", "strided"]
 KINDS = ["numbers", "learnable", "stateful"]
 B, T, TRAIL = 3, 5, (4, 37)  # N = 148 crosses the kernel's test-sized tiles (the marker below)
 
-# the Triton kernel's tiles shrunk to at most 128 neurons so that the shapes here cross their edges,
+# the Triton kernel's tiles shrunk to 64 neurons so that the shapes here cross their edges,
 # and its outputs poisoned (the small_tiles fixture, tests/conftest.py)
-pytestmark = [pytest.mark.small_tiles(128), pytest.mark.usefixtures("small_tiles")]
+pytestmark = [pytest.mark.small_tiles(64), pytest.mark.usefixtures("small_tiles")]
 
 
 def require(backend: str, features) -> None:

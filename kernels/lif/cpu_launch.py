@@ -35,7 +35,7 @@ from snn.lif import ops as lif_ops
 from snn.lif.eager import differentiable_h, eager_core
 from snn.lif.ops import _plain_eager, register_lif_ops
 from snn.lif.signature import make_lif_function
-from snn.lif.spec import LIFSpec, empty_like_input
+from snn.lif.spec import LIFSpec, empty_like_input, surrogate_constants
 from snn.kernels.lif import cpu_build
 from snn.kernels.lif.cpu_alloc import LARGE_OUTPUT_BYTES, OutputCache, output_cache_limit_from_environment  # noqa: F401
 from snn.kernels.lif.cpu_build import BUILD_INFO, DTYPES, PARAM_ROWS, _BwdArgs, _FwdArgs, _Surrogate, _reset_for_tests  # noqa: F401
@@ -145,16 +145,15 @@ def _build_params(tau, thresh, dtype, neuron_shape, N, per_neuron) -> torch.Tens
 
 @functools.lru_cache(maxsize=64)
 def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
-    alpha = spec.surrogate_alpha
+    """The C backward's layout of :func:`snn.lif.spec.surrogate_constants`, rounded as torch rounds them."""
+    alpha, (a, b) = spec.surrogate_alpha, surrogate_constants(spec)
     if spec.surrogate == "triangle":
-        return _Surrogate(_round(alpha, dtype), _f32(alpha), _f32(1.0 / alpha / alpha), 0.0)
-    if spec.surrogate == "sigmoid":
-        return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)
+        return _Surrogate(_round(a, dtype), _f32(alpha), _f32(b), 0.0)
     if spec.surrogate == "atan":
-        return _Surrogate(0.0, _f32(alpha), _f32(math.pi / 2 * alpha), _f32(alpha / 2))
-    if spec.surrogate == "fast_sigmoid":
-        return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)
-    return _Surrogate(0.0, _f32(alpha), _round(0.5 / alpha, dtype), 0.0)
+        return _Surrogate(0.0, _f32(alpha), _f32(b), _f32(a))
+    if spec.surrogate == "rectangle":
+        return _Surrogate(0.0, _f32(alpha), _round(b, dtype), 0.0)
+    return _Surrogate(0.0, _f32(alpha), 0.0, 0.0)  # sigmoid, fast_sigmoid: alpha only
 
 
 _RESET_CODES = {"hard": 0, "soft": 1, "subtract_next": 2}  # RS_* of the C backward

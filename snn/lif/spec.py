@@ -1,9 +1,10 @@
 """The LIF neuron's specification: its options, their defaults, and the one derivation of its math.
 
 Every implementation (the reference in :mod:`snn.lif.reference`, the eager backend in :mod:`snn.lif.eager`,
-the fused C kernel of the torch backend in :mod:`kernels.lif.cpu_launch`, the Triton kernel in
-:mod:`kernels.lif.triton_launch`) imports :class:`LIFSpec` from here and implements the recurrences below; the README and the other modules link here instead of restating them. This
-module imports nothing of the project (it is the leaf every implementation depends on).
+the fused C kernel of the torch backend in :mod:`kernels.lif.cpu_launch`, the Triton kernels in
+:mod:`kernels.lif.triton_kernels` and their launcher :mod:`kernels.lif.triton_launch`) imports :class:`LIFSpec`
+from here and implements the recurrences below; the README and the other modules link here instead of
+restating them. This module imports nothing of the project (it is the leaf every implementation depends on).
 
 Forward
 -------
@@ -253,6 +254,23 @@ def surrogate_gradient(z: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
         return 1.0 / (z.abs() * alpha + 1.0).square()
     # rectangle
     return (z.abs() < 0.5 / alpha).to(z.dtype) * alpha
+
+
+def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
+    """``(a, b)``: the Python-number constants of :func:`surrogate_gradient` for a named surrogate,
+    computed as it computes them, for the fused kernels to pass as arguments (each rounds them as
+    its arithmetic needs). Triangle: ``(alpha, 1 / alpha / alpha)``; sigmoid: ``(alpha, 0)``; atan:
+    ``(alpha / 2, pi / 2 * alpha)``; fast_sigmoid: ``(alpha, 0)``; rectangle: ``(alpha, 0.5 / alpha)``."""
+    alpha = spec.surrogate_alpha
+    if spec.surrogate == "triangle":
+        return alpha, 1.0 / alpha / alpha
+    if spec.surrogate == "sigmoid":
+        return alpha, 0.0
+    if spec.surrogate == "atan":
+        return alpha / 2, math.pi / 2 * alpha
+    if spec.surrogate == "fast_sigmoid":
+        return alpha, 0.0
+    return alpha, 0.5 / alpha  # rectangle
 
 
 def custom_surrogate_gradient(z: torch.Tensor, spike_fn) -> torch.Tensor:

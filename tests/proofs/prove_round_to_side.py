@@ -1,4 +1,4 @@
-"""Exhaustive proof that the 16-bit save of ``kernels.lif._round_to_side`` is bit-identical to the
+"""Exhaustive proof that the 16-bit save of ``kernels.lif.triton_kernels._round_to_side`` is bit-identical to the
 rule it replaced, over all 2**32 fp32 bit patterns of ``h``, on the CPU.
 
 The replaced rule (the kernel before issue 8), ported operation for operation to torch integer and
@@ -6,7 +6,7 @@ float ops: round ``h`` to nearest even in the 16-bit dtype; a finite ``h`` that 
 steps one code toward zero (saturation); if the result lies on the other side of ``thresh`` than
 ``h`` (``(q - thresh > 0) != (h - thresh > 0)``, fp32), step one code toward ``h``'s side on the
 sign-magnitude bit pattern (-0 counted as +0). The new rule (see ``_round_to_side``): clamp ``h``
-to the interval of its side (``kernels.lif._side_bounds``), keep +-inf and NaN, round to nearest
+to the interval of its side (``kernels.lif.triton_bounds._side_bounds``), keep +-inf and NaN, round to nearest
 even. Both are compared as int16 bit patterns; a NaN ``h`` must give a NaN in both.
 
 The new rule's final conversion is exact either way; its two implementations (the hardware's
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from snn.kernels.lif.triton_launch import _side_bounds
+from snn.kernels.lif.triton_bounds import _side_bounds
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

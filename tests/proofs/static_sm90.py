@@ -1,7 +1,7 @@
 """Static analysis of the LIF kernels as compiled for an H200 (sm_90), without a GPU: a proof, not a benchmark.
 
 Each configuration is compiled the way a real launch compiles it: the launcher's own argument
-builders (``kernels.lif._fwd_launch`` / ``_bwd_launch``) and tile choice (``_launch_config``) give
+builders (``kernels.lif.triton_launch._fwd_launch`` / ``_bwd_launch``) and tile choice (``_launch_config``) give
 the arguments, and Triton's launch-time binder (``create_function_from_signature`` over the
 kernel's parameters, the same one ``JITFunction.run`` uses) specialises them: integer arguments
 equal to 1 become constants, integers divisible by 16 and 16-byte-aligned pointers get
@@ -24,7 +24,7 @@ Usage::
     python -m tests.proofs.static_sm90 --all      # also the larger sweep (tests mark it slow)
 
 Importable: :func:`analyse` returns one record per configuration. In a process whose
-``kernels.lif.triton_launch`` was decorated for the interpreter (no CUDA), it runs the compile in a child
+``kernels.lif.triton_kernels`` were decorated for the interpreter (no CUDA), it runs the compile in a child
 process with ``TRITON_INTERPRET=0`` and reads the JSON back.
 """
 
@@ -103,7 +103,7 @@ BY_NAME = {c.name: c for c in ALL_CONFIGS}
 
 
 # ----------------------------------------------------------------------------------------------
-# compile (in a process where kernels.lif.triton_launch holds real JITFunctions)
+# compile (in a process where kernels.lif.triton_kernels holds real JITFunctions)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -152,7 +152,7 @@ def _launch_of(cfg: Config):
 
     dtype, x, out, h = _views(cfg)
     spec = {"soft": LIFSpec(reset="soft")}.get(cfg.neuron, LIFSpec(surrogate=cfg.neuron) if cfg.neuron in ("sigmoid", "atan", "rectangle") else LIFSpec())
-    if spec.surrogate == "rectangle" and dtype != torch.float32:  # it saves h in fp32 (kernels.lif.saved_h_dtype)
+    if spec.surrogate == "rectangle" and dtype != torch.float32:  # it saves h in fp32 (kernels.lif.triton_launch.saved_h_dtype)
         h = _FakeTensor(torch.float32, h.shape, h.stride())
     learn = cfg.neuron == "learn"
     row = _FakeTensor(torch.float32, (cfg.N,), (1,)) if learn else None  # per-neuron tau / thresh
@@ -179,7 +179,7 @@ def compile_config(cfg: Config, keep_asm: bool = False, fp_fusion: bool | None =
     if fp_fusion is not None:  # only to prove the FMA check can fail
         kwargs["enable_fp_fusion"] = fp_fusion
     if not isinstance(kernel, JITFunction):
-        raise RuntimeError("kernels.lif.triton_launch was decorated for the interpreter; use analyse(), which compiles in a child process")
+        raise RuntimeError("kernels.lif.triton_kernels were decorated for the interpreter; use analyse(), which compiles in a child process")
     target = GPUTarget("cuda", 90, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
