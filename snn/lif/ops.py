@@ -49,7 +49,6 @@ spikes of the example input as a constant.
 
 import dataclasses
 import functools
-import operator
 import types
 import typing
 from collections import namedtuple
@@ -131,13 +130,9 @@ def _spec(*options) -> LIFSpec:
     return LIFSpec(*options)
 
 
-_get_options = operator.attrgetter(*SPEC_FIELDS)
-
-
 def _options(spec: LIFSpec) -> tuple:
     """The spec's fields as the ops take them (:data:`SPEC_FIELDS` order)."""
-    options = _get_options(spec)
-    return options if len(SPEC_FIELDS) > 1 else (options,)
+    return tuple(getattr(spec, name) for name in SPEC_FIELDS)
 
 
 def _spec_kwargs(spec: LIFSpec) -> dict:
