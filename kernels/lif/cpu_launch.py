@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import threading
 
 import torch
 
@@ -207,16 +208,36 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
     table = _params(tau, thresh, x.dtype, neuron_shape, N)
     v0_2 = None if v0 is None else _as_bn(v0.detach().to(x.dtype), B, N)
     mode, v_reset = _forward_consts(spec, x.dtype)
-    args = _FwdArgs(
-        B, T, N, x3.data_ptr(), *x3.stride(), s3.data_ptr(), 0 if h is None else h.data_ptr(), *s3.stride(),
-        table.data_ptr(), table.shape[1],
-        0 if v0_2 is None else v0_2.data_ptr(), *(v0_2.stride() if v0_2 is not None else (0, 0)),
-        v.data_ptr(), v_reset,
-        0 if bits is None else bits.data_ptr(), *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
-    )
+    args = _forward_args(B, T, N, x3, s3, table, v0_2, v_reset, bits)
+    args.x, args.s, args.h, args.params = x3.data_ptr(), s3.data_ptr(), 0 if h is None else h.data_ptr(), table.data_ptr()
+    args.v0, args.vT = 0 if v0_2 is None else v0_2.data_ptr(), v.data_ptr()
+    args.bits = 0 if bits is None else bits.data_ptr()
     if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
         raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
     return spikes, h, v
+
+
+_THREAD = threading.local()  # .forward_args: this thread's _FwdArgs by layout
+
+
+def _forward_args(B, T, N, x3, s3, table, v0_2, v_reset, bits) -> _FwdArgs:
+    """The C forward's argument struct for this layout, sizes and strides filled in (kept per thread and
+    layout: a call sets only the pointers, which the kernel reads during that call and nothing after)."""
+    key = (B, T, N, x3.stride(), s3.stride(), table.shape[1], None if v0_2 is None else v0_2.stride(), v_reset,
+           None if bits is None else _bit_strides(bits, B, T, N))
+    cache = getattr(_THREAD, "forward_args", None)
+    if cache is None:
+        cache = _THREAD.forward_args = {}
+    args = cache.get(key)
+    if args is None:
+        if len(cache) >= 64:
+            cache.clear()
+        args = cache[key] = _FwdArgs(
+            B, T, N, 0, *x3.stride(), 0, 0, *s3.stride(), 0, table.shape[1],
+            0, *(v0_2.stride() if v0_2 is not None else (0, 0)), 0, v_reset,
+            0, *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
+        )
+    return args
 
 
 @functools.lru_cache(maxsize=256)

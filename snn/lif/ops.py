@@ -33,7 +33,9 @@ None). ``h`` is returned when ``save_h`` (the backward needs it) and carries no 
 
 Per-call overhead. The public function calls the ``OpOverload`` directly (not the Python
 ``CustomOpDef`` wrapper), builds :class:`~snn.lif.spec.LIFSpec` once per distinct option set
-(cached), and the layout check on the outputs is a stride comparison; see
+(cached), and the layout check on the outputs is a stride comparison; plain eager calls skip the
+dispatcher (:func:`_plain_eager`), and the fused CPU backend calls its kernel without an
+``autograd.Function`` when no backward can follow (kernels/lif/cpu_launch.py). See
 ``benchmarks/op_overhead.py`` for the measured cost.
 
 torch.func. The LIF is independent per batch element, so the vmap rule moves a vmapped dimension
