@@ -185,8 +185,10 @@ def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
 _RESET_CODES = {"hard": 0, "soft": 1, "subtract_next": 2}  # RS_* of the C backward
 
 
-def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None):
-    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None, need_v: bool = True):
+    """``(spikes, h or None, v_final or None)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+
+    ``need_v=False``: the final potential is neither allocated nor written (None in its place).
 
     ``bits``: an optional uint8 ``[B, T, ceil(N/8)]`` tensor (``N`` = the neurons of one step; byte
     strides, last one 1) that the same pass fills with the spikes bit-packed (:mod:`snn.memory`)."""
@@ -198,9 +200,9 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
     N = shape[2] if three_d else math.prod(neuron_shape)
     spikes = _fresh_output(x, time_major)
     h = _fresh_output(x, time_major) if save_h else None
-    v = torch.empty_strided((B, *neuron_shape), _output_strides((B, *neuron_shape), False), dtype=x.dtype)
+    v = torch.empty_strided((B, *neuron_shape), _output_strides((B, *neuron_shape), False), dtype=x.dtype) if need_v else None
     if B * T * N == 0:
-        if T == 0:
+        if T == 0 and v is not None:
             v.copy_(torch.zeros_like(v) if v0 is None else v0.to(x.dtype))
         return spikes, h, v
     # A [B, T, N] input and its outputs are their own [B, T, N] views.
@@ -210,7 +212,7 @@ def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h:
     mode, v_reset = _forward_consts(spec, x.dtype)
     args = _forward_args(B, T, N, x3, s3, table, v0_2, v_reset, bits)
     args.x, args.s, args.h, args.params = x3.data_ptr(), s3.data_ptr(), 0 if h is None else h.data_ptr(), table.data_ptr()
-    args.v0, args.vT = 0 if v0_2 is None else v0_2.data_ptr(), v.data_ptr()
+    args.v0, args.vT = 0 if v0_2 is None else v0_2.data_ptr(), 0 if v is None else v.data_ptr()
     args.bits = 0 if bits is None else bits.data_ptr()
     if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
         raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
@@ -354,7 +356,7 @@ def lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 
 def _op_forward(x, tau, thresh, spec, v0, save_h, return_v, time_major):
-    return lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h)
+    return lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h, need_v=return_v)
 
 
 def _op_backward(grad_spikes, x, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0, grad_dtype, time_major):
@@ -401,8 +403,8 @@ def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
                     return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
                 # No backward can follow (no_grad, inference, or nothing requires grad): the kernel alone, as
                 # LIFCpuFunction's forward would run it, without an autograd.Function around it.
-                spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=return_h)
-                return spikes, (v if return_v else None), h
+                spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=return_h, need_v=return_v)
+                return spikes, v, h
             return fused_op_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     elif (torch.compiler.is_compiling() and not torch.compiler.is_exporting()
           and _cpu_tensors(x, tau_t, thresh_t, v0) and _library_available()):
