@@ -75,10 +75,12 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
                 spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
                                     surrogate=surrogate, alpha=alpha)
             x_bt = x.transpose(0, 1) if time_dim == 0 else x
-            # A number already in range is what neuron_shape_param returns (checked once here, not in two calls).
-            if not (type(tau) is float and 0.0 <= tau <= 1.0):
+            # A number already in range is what neuron_shape_param returns (tested here in eager; a number
+            # Dynamo traces symbolically cannot be tested, neuron_shape_param knows that).
+            compiling = torch.compiler.is_compiling()
+            if compiling or not (type(tau) is float and 0.0 <= tau <= 1.0):
                 tau = neuron_shape_param(tau, "tau", x_bt)
-            if not (type(thresh) is float and math.isfinite(thresh)):
+            if compiling or not (type(thresh) is float and math.isfinite(thresh)):
                 thresh = neuron_shape_param(thresh, "thresh", x_bt)
             if v0 is not None:
                 step_shape = (x_bt.shape[0], *x_bt.shape[2:])
