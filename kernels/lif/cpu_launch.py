@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import threading
 
 import torch
 
@@ -69,8 +70,32 @@ def _fresh_output(x: torch.Tensor, time_major: bool) -> torch.Tensor:
     one over a storage from :data:`OUTPUT_CACHE`."""
     nbytes = x.numel() * x.element_size()
     if nbytes < LARGE_OUTPUT_BYTES:
-        return empty_like_input(x, time_major)
+        shape = x.shape
+        return torch.empty_strided(shape, _output_strides(shape, time_major), dtype=x.dtype)
     return empty_like_input(x, time_major, storage=OUTPUT_CACHE.storage(nbytes))
+
+
+_STRIDES: dict = {}  # (shape, time_major) -> the strides of empty_like_input's buffer
+
+
+def _output_strides(shape, time_major: bool) -> tuple:
+    """The strides :func:`snn.lif.spec.empty_like_input` gives (cached: ``torch.empty_strided`` costs half of
+    ``torch.empty``'s argument parsing on the per-call path)."""
+    key = (shape, time_major)
+    strides = _STRIDES.get(key)
+    if strides is None:
+        if len(_STRIDES) > 1024:
+            _STRIDES.clear()
+        strides = _STRIDES[key] = lif_ops._strides(tuple(shape), time_major)
+    return strides
+
+
+def _library():
+    """:func:`load` without its checks once the library is loaded and the cache's limit read."""
+    lib = cpu_build._lib
+    if lib is None or not cpu_build._tried or OUTPUT_CACHE._limit_bytes is None:
+        return load()
+    return lib
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,35 +184,68 @@ def _surrogate_consts(spec: LIFSpec, dtype: torch.dtype) -> _Surrogate:
 _RESET_CODES = {"hard": 0, "soft": 1, "subtract_next": 2}  # RS_* of the C backward
 
 
-def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None):
-    """``(spikes, h or None, v_final)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+def lif_cpu_forward(x, tau, thresh, spec: LIFSpec, v0, time_major: bool, save_h: bool, bits=None, need_v: bool = True):
+    """``(spikes, h or None, v_final or None)`` for ``x [B, T, ...]`` (any strides), by the C forward.
+
+    ``need_v=False``: the final potential is neither allocated nor written (None in its place).
 
     ``bits``: an optional uint8 ``[B, T, ceil(N/8)]`` tensor (``N`` = the neurons of one step; byte
     strides, last one 1) that the same pass fills with the spikes bit-packed (:mod:`snn.memory`)."""
-    lib = load()
-    B, T, neuron_shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
-    N = math.prod(neuron_shape)
+    lib = _library()
+    shape = x.shape
+    B, T = shape[0], shape[1]
+    three_d = len(shape) == 3
+    neuron_shape = (shape[2],) if three_d else tuple(shape[2:])
+    N = shape[2] if three_d else math.prod(neuron_shape)
     spikes = _fresh_output(x, time_major)
     h = _fresh_output(x, time_major) if save_h else None
-    v = torch.empty((B, *neuron_shape), dtype=x.dtype)
+    v = torch.empty_strided((B, *neuron_shape), _output_strides((B, *neuron_shape), False), dtype=x.dtype) if need_v else None
     if B * T * N == 0:
-        if T == 0:
+        if T == 0 and v is not None:
             v.copy_(torch.zeros_like(v) if v0 is None else v0.to(x.dtype))
         return spikes, h, v
-    x3, s3 = _as_btn(x, B, T, N), spikes.view(B, T, N)
+    # A [B, T, N] input and its outputs are their own [B, T, N] views.
+    x3, s3 = (x, spikes) if three_d else (_as_btn(x, B, T, N), spikes.view(B, T, N))
     table = _params(tau, thresh, x.dtype, neuron_shape, N)
     v0_2 = None if v0 is None else _as_bn(v0.detach().to(x.dtype), B, N)
-    mode = {"soft": 2, "subtract_next": 3}.get(spec.reset, 1 if spec.v_reset != 0.0 else 0)
-    args = _FwdArgs(
-        B, T, N, x3.data_ptr(), *x3.stride(), s3.data_ptr(), 0 if h is None else h.data_ptr(), *s3.stride(),
-        table.data_ptr(), table.shape[1],
-        0 if v0_2 is None else v0_2.data_ptr(), *(v0_2.stride() if v0_2 is not None else (0, 0)),
-        v.data_ptr(), _round(spec.v_reset, x.dtype),
-        0 if bits is None else bits.data_ptr(), *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
-    )
+    mode, v_reset = _forward_consts(spec, x.dtype)
+    args = _forward_args(B, T, N, x3, s3, table, v0_2, v_reset, bits)
+    args.x, args.s, args.h, args.params = x3.data_ptr(), s3.data_ptr(), 0 if h is None else h.data_ptr(), table.data_ptr()
+    args.v0, args.vT = 0 if v0_2 is None else v0_2.data_ptr(), 0 if v is None else v.data_ptr()
+    args.bits = 0 if bits is None else bits.data_ptr()
     if lib.lif_forward(DTYPES[x.dtype], mode, ctypes.byref(args), torch.get_num_threads()) != 0:
         raise RuntimeError(f"lif_cpu: the C forward refused dtype {x.dtype}")
     return spikes, h, v
+
+
+_THREAD = threading.local()  # .forward_args: this thread's _FwdArgs by layout
+
+
+def _forward_args(B, T, N, x3, s3, table, v0_2, v_reset, bits) -> _FwdArgs:
+    """The C forward's argument struct for this layout, sizes and strides filled in (kept per thread and
+    layout: a call sets only the pointers, which the kernel reads during that call and nothing after)."""
+    key = (B, T, N, x3.stride(), s3.stride(), table.shape[1], None if v0_2 is None else v0_2.stride(), v_reset,
+           None if bits is None else _bit_strides(bits, B, T, N))
+    cache = getattr(_THREAD, "forward_args", None)
+    if cache is None:
+        cache = _THREAD.forward_args = {}
+    args = cache.get(key)
+    if args is None:
+        if len(cache) >= 64:
+            cache.clear()
+        args = cache[key] = _FwdArgs(
+            B, T, N, 0, *x3.stride(), 0, 0, *s3.stride(), 0, table.shape[1],
+            0, *(v0_2.stride() if v0_2 is not None else (0, 0)), 0, v_reset,
+            0, *((0, 0) if bits is None else _bit_strides(bits, B, T, N)),
+        )
+    return args
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_consts(spec: LIFSpec, dtype: torch.dtype) -> tuple[int, float]:
+    """The C forward's reset mode and ``v_reset`` rounded to ``dtype`` (per spec and dtype, cached)."""
+    mode = {"soft": 2, "subtract_next": 3}.get(spec.reset, 1 if spec.v_reset != 0.0 else 0)
+    return mode, _round(spec.v_reset, dtype)
 
 
 def _bit_strides(bits: torch.Tensor, B: int, T: int, N: int) -> tuple[int, int]:
@@ -297,7 +355,7 @@ def lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 
 def _op_forward(x, tau, thresh, spec, v0, save_h, return_v, time_major):
-    return lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h)
+    return lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h, need_v=return_v)
 
 
 def _op_backward(grad_spikes, x, tau, thresh, spec, grad_v, v0, need_tau, need_thresh, need_v0, grad_dtype, time_major):
@@ -333,15 +391,22 @@ def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
       and dtypes, a missing C compiler, and torch.export, make_fx and torch.func, whose programs
       keep the portable pure-PyTorch op.
     """
-    tensors = tuple(t for t in (tau, thresh) if isinstance(t, torch.Tensor))
+    tau_t = tau if isinstance(tau, torch.Tensor) else None
+    thresh_t = thresh if isinstance(thresh, torch.Tensor) else None
     # _plain_eager first: under torch.compile it is False, so Dynamo never reaches load()'s lock.
-    if _plain_eager(x, *tensors, v0):
-        if supports(x, *tensors, v0):
+    if _plain_eager(x, tau_t, thresh_t, v0):
+        if _cpu_tensors(x, tau_t, thresh_t, v0) and _library() is not None:
             if lif_ops.EAGER_FAST_PATH:  # read per call: tests and users switch it
-                return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+                if torch.is_grad_enabled() and (x.requires_grad or (tau_t is not None and tau_t.requires_grad) or (
+                        thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad)):
+                    return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
+                # No backward can follow (no_grad, inference, or nothing requires grad): the kernel alone, as
+                # LIFCpuFunction's forward would run it, without an autograd.Function around it.
+                spikes, h, v = lif_cpu_forward(x, tau, thresh, spec, v0, time_major, save_h=return_h, need_v=return_v)
+                return spikes, v, h
             return fused_op_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     elif (torch.compiler.is_compiling() and not torch.compiler.is_exporting()
-          and _cpu_tensors(x, *tensors, v0) and _library_available()):
+          and _cpu_tensors(x, tau_t, thresh_t, v0) and _library_available()):
         return fused_op_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
     return eager_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
 

@@ -9,6 +9,7 @@ with its own forward and backward registers them as PyTorch operators with one c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,13 +33,23 @@ _FUSED = frozenset(FEATURES) - {CUSTOM_SURROGATE}
 
 def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=False, return_h=False, time_dim=1) -> set[str]:
     """The :data:`FEATURES` a call with these options needs."""
+    flags = (bool(tensor_params), bool(v0), bool(return_v), bool(return_h), time_dim == 0)
+    try:
+        return set(_features_of_spec(spec, *flags))
+    except TypeError:  # an unhashable spike function: not cached
+        return set(_features_of_spec.__wrapped__(spec, *flags))
+
+
+@functools.lru_cache(maxsize=1024)
+def _features_of_spec(spec: LIFSpec, tensor_params: bool, v0: bool, return_v: bool, return_h: bool,
+                      time_major: bool) -> frozenset[str]:
     used = {CUSTOM_SURROGATE if spec.custom else f"surrogate={spec.surrogate!r}"} - {"surrogate='triangle'"}
     used |= {name for name, on in (
         ("reset='soft'", spec.reset == "soft"), ("reset='subtract_next'", spec.reset == "subtract_next"), ("v_reset", spec.v_reset != 0.0), ("detach_reset", spec.detach_reset),
         ("tensor tau/thresh", tensor_params), ("v0", v0), ("return_v", return_v), ("return_h", return_h),
-        ("time_dim=0", time_dim == 0),
+        ("time_dim=0", time_major),
     ) if on}
-    return used
+    return frozenset(used)
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,23 @@ def get_backend(name: str) -> Backend:
     return REGISTRY[name]
 
 
+# name -> the implementation, once loaded (no import statement on the per-call path). Not 'triton',
+# whose loader checks each time that the package imports.
+_LOADED: dict[str, LIFFunction] = {}
+
+
 def get_lif_function(name: str) -> LIFFunction:
     """Return the LIF implementation registered under ``name`` (one of :data:`BACKENDS`)."""
-    get_backend(name)
+    fn = _LOADED.get(name)
+    if fn is None:
+        get_backend(name)
+        fn = _load(name)
+        if name != "triton":
+            _LOADED[name] = fn
+    return fn
+
+
+def _load(name: str) -> LIFFunction:
     if name == "torch":
         # The fused C kernel on CPU tensors (built at first use; the eager code, with one warning,
         # where no C compiler is found), the eager code below on other devices and for fp64.
@@ -108,8 +133,17 @@ def get_lif_function(name: str) -> LIFFunction:
     return _load_triton()
 
 
+# name -> (the Backend entry the calls were checked against, the (features, dtype, device) it passed): a call
+# of the same options, dtype and device type is not checked again (per forward this is one set lookup).
+_PASSED: dict[str, tuple[Backend, set]] = {}
+
+
 def check_supported(name: str, features=(), dtype: torch.dtype | None = None, device=None) -> None:
     """Refuse, in one sentence, options (:func:`features_used`), a dtype or a device ``name`` cannot run."""
+    key = (features if type(features) is frozenset else frozenset(features), dtype, getattr(device, "type", device))
+    passed = _PASSED.get(name)
+    if passed is not None and passed[0] is REGISTRY.get(name) and key in passed[1]:
+        return
     backend = get_backend(name)
     missing = sorted(set(features) - backend.features)
     if missing:
@@ -120,3 +154,7 @@ def check_supported(name: str, features=(), dtype: torch.dtype | None = None, de
         raise UserError(f"backend {name!r} supports {names}; got {str(dtype).replace('torch.', '')}.")
     if device is not None and torch.device(device).type not in backend.devices:
         raise UserError(f"backend {name!r} runs on {', '.join(backend.devices)}; got {device}.")
+    if passed is None or passed[0] is not backend:
+        passed = _PASSED[name] = (backend, set())
+    if len(passed[1]) < 4096:
+        passed[1].add(key)

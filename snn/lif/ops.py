@@ -11,9 +11,11 @@ one line in its module::
 
 Compilers and tracers then see one opaque, correctly shaped and strided op per direction instead
 of tracing into Python loops or the Triton interpreter. The schema carries everything a call
-needs, as schema types: the neuron's options (:class:`snn.lif.spec.LIFSpec` fields as str/float/
-bool), ``tau``/``thresh`` as ``Tensor?`` plus a ``float`` used when the tensor is absent, ``v0``
-as ``Tensor?``, and the output flags.
+needs, as schema types: ``tau``/``thresh`` as ``Tensor?`` plus a ``float`` used when the tensor is
+absent, ``v0`` as ``Tensor?``, the neuron's options, and the output flags. The options' part is
+generated from the spec (one argument per ``dataclasses.fields(LIFSpec)`` field, typed by its
+annotation), as are the argument packs :data:`FwdArgs` / :data:`BwdArgs` the implementations read
+by name: an option added to :class:`~snn.lif.spec.LIFSpec` reaches the ops without an edit here.
 
 Backend functions (``tau``/``thresh`` are floats or tensors; ``x`` is ``[B, T, ...]``, any strides)::
 
@@ -31,7 +33,9 @@ None). ``h`` is returned when ``save_h`` (the backward needs it) and carries no 
 
 Per-call overhead. The public function calls the ``OpOverload`` directly (not the Python
 ``CustomOpDef`` wrapper), builds :class:`~snn.lif.spec.LIFSpec` once per distinct option set
-(cached), and the layout check on the outputs is a stride comparison; see
+(cached), and the layout check on the outputs is a stride comparison; plain eager calls skip the
+dispatcher (:func:`_plain_eager`), and the fused CPU backend calls its kernel without an
+``autograd.Function`` when no backward can follow (kernels/lif/cpu_launch.py). See
 ``benchmarks/op_overhead.py`` for the measured cost.
 
 torch.func. The LIF is independent per batch element, so the vmap rule moves a vmapped dimension
@@ -45,7 +49,11 @@ refused by the public functions (:func:`snn.lif.spec.make_lif_function`): it wou
 spikes of the example input as a constant.
 """
 
+import dataclasses
 import functools
+import types
+import typing
+from collections import namedtuple
 
 import torch
 from torch._functorch.utils import enable_single_level_autograd_function
@@ -54,16 +62,63 @@ from torch.autograd.function import _SingleLevelFunction
 from snn.lif.spec import LIFSpec, empty_like_input, surrogate_gradient
 
 NAMESPACE = "snn"
-_OPTIONS = "str reset, float v_reset, bool detach_reset, str surrogate, float? alpha"
-_FWD_SCHEMA = (
-    "(Tensor x, Tensor? tau_t, float tau, Tensor? thresh_t, float thresh, Tensor? v0, " + _OPTIONS
-    + ", bool save_h, bool return_v, bool time_major) -> (Tensor, Tensor, Tensor)"
+
+# ---- the schemas, generated from the spec ------------------------------------------------------------
+# Every LIFSpec field is one schema argument, typed by its annotation; an option added to the spec
+# reaches both ops' schemas, their argument packs and the kernels' ``spec`` without an edit here.
+_SCHEMA_TYPES = {str: "str", float: "float", bool: "bool", int: "int"}
+
+
+def _schema_type(name: str, annotation) -> str:
+    """The torch schema type of a spec field's annotation (``float | None`` -> ``float?``)."""
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional, annotation = len(members) < len(typing.get_args(annotation)), members[0] if len(members) == 1 else None
+    if annotation not in _SCHEMA_TYPES:
+        raise TypeError(f"snn.lif.ops: LIFSpec.{name} is annotated {annotation!r}, which has no op schema type "
+                        f"(give it one of {', '.join(t.__name__ for t in _SCHEMA_TYPES)}, optionally | None)")
+    return _SCHEMA_TYPES[annotation] + ("?" if optional else "")
+
+
+_SPEC_HINTS = typing.get_type_hints(LIFSpec)
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(LIFSpec))
+_SPEC_ARGS = tuple((name, _schema_type(name, _SPEC_HINTS[name])) for name in SPEC_FIELDS)
+
+# (name, schema type) of each op's arguments, in schema order: the tensors and numbers of a call,
+# the spec's fields, then the call's flags. ``tau``/``thresh`` are a ``Tensor?`` and the ``float``
+# used when the tensor is absent.
+FWD_ARGS = (
+    ("x", "Tensor"), ("tau_t", "Tensor?"), ("tau", "float"), ("thresh_t", "Tensor?"), ("thresh", "float"),
+    ("v0", "Tensor?"), *_SPEC_ARGS, ("save_h", "bool"), ("return_v", "bool"), ("time_major", "bool"),
 )
-_BWD_SCHEMA = (
-    "(Tensor? grad_spikes, Tensor h, Tensor? grad_v, Tensor? tau_t, float tau, Tensor? thresh_t, float thresh, "
-    "Tensor? v0, " + _OPTIONS + ", bool need_tau, bool need_thresh, bool need_v0, ScalarType grad_dtype, "
-    "bool time_major) -> (Tensor, Tensor, Tensor, Tensor)"
+FWD_OUTPUTS = ("spikes", "h", "v")
+BWD_ARGS = (
+    ("grad_spikes", "Tensor?"), ("h", "Tensor"), ("grad_v", "Tensor?"), ("tau_t", "Tensor?"), ("tau", "float"),
+    ("thresh_t", "Tensor?"), ("thresh", "float"), ("v0", "Tensor?"), *_SPEC_ARGS, ("need_tau", "bool"),
+    ("need_thresh", "bool"), ("need_v0", "bool"), ("grad_dtype", "ScalarType"), ("time_major", "bool"),
 )
+BWD_OUTPUTS = ("g_x", "g_tau", "g_thresh", "g_v0")
+
+# The argument packs: ``FwdArgs(*inputs).v0`` instead of ``inputs[5]`` (also for in_dims and needs_input_grad).
+FwdArgs = namedtuple("FwdArgs", [name for name, _ in FWD_ARGS])
+BwdArgs = namedtuple("BwdArgs", [name for name, _ in BWD_ARGS])
+FwdOutputs = namedtuple("FwdOutputs", FWD_OUTPUTS)
+BwdOutputs = namedtuple("BwdOutputs", BWD_OUTPUTS)
+# Where the spec's fields sit in each pack (contiguous, in the spec's order).
+_FWD_SPEC = slice(FwdArgs._fields.index(SPEC_FIELDS[0]), FwdArgs._fields.index(SPEC_FIELDS[-1]) + 1)
+_BWD_SPEC = slice(BwdArgs._fields.index(SPEC_FIELDS[0]), BwdArgs._fields.index(SPEC_FIELDS[-1]) + 1)
+# The backward of the forward op returns one gradient per forward argument; these are the ones that can have one.
+_NO_GRADS = FwdArgs(*(None,) * len(FwdArgs._fields))
+
+
+def schema(args, outputs) -> str:
+    """``(type name, ...) -> (Tensor, ...)`` for ``(name, type)`` pairs and output names."""
+    return "(" + ", ".join(f"{kind} {name}" for name, kind in args) + ") -> (" + ", ".join("Tensor" for _ in outputs) + ")"
+
+
+_FWD_SCHEMA = schema(FWD_ARGS, FWD_OUTPUTS)
+_BWD_SCHEMA = schema(BWD_ARGS, BWD_OUTPUTS)
 
 # name -> (forward OpOverload, backward OpOverload, the Library that holds them)
 OPS: dict[str, tuple] = {}
@@ -72,12 +127,18 @@ EAGER_FAST_PATH = True
 
 
 @functools.lru_cache(maxsize=None)
-def _spec(reset: str, v_reset: float, detach_reset: bool, surrogate: str, alpha) -> LIFSpec:
-    return LIFSpec(reset, v_reset, detach_reset, surrogate, alpha)
+def _spec(*options) -> LIFSpec:
+    """The spec of the fields' values in :data:`SPEC_FIELDS` order (cached: one object per option set)."""
+    return LIFSpec(*options)
 
 
 def _options(spec: LIFSpec) -> tuple:
-    return spec.reset, spec.v_reset, spec.detach_reset, spec.surrogate, spec.alpha
+    """The spec's fields as the ops take them (:data:`SPEC_FIELDS` order)."""
+    return tuple(getattr(spec, name) for name in SPEC_FIELDS)
+
+
+def _spec_kwargs(spec: LIFSpec) -> dict:
+    return dict(zip(SPEC_FIELDS, _options(spec)))
 
 
 def _split(value):
@@ -110,7 +171,8 @@ def _conform(t: torch.Tensor, inputs, time_major: bool | None) -> torch.Tensor:
     return t
 
 
-def _empty(like: torch.Tensor) -> torch.Tensor:
+def _absent(like: torch.Tensor) -> torch.Tensor:
+    """What an op returns for an output the call did not ask for (an op cannot return None): an empty ``[0]`` tensor."""
     return like.new_empty((0,))
 
 
@@ -128,23 +190,24 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
     fwd_name, bwd_name = f"{NAMESPACE}::lif_fwd_{name}", f"{NAMESPACE}::lif_bwd_{name}"
 
     # ---- forward -------------------------------------------------------------------------------------
-    def fwd_impl(x, tau_t, tau, thresh_t, thresh, v0, reset, v_reset, detach_reset, surrogate, alpha,
-                 save_h, return_v, time_major):
-        spec = _spec(reset, v_reset, detach_reset, surrogate, alpha)
-        spikes, h, v = forward(x, _join(tau_t, tau), _join(thresh_t, thresh), spec, v0, save_h, return_v, time_major)
-        inputs = (x, tau_t, thresh_t, v0)
-        spikes = _conform(spikes, inputs, time_major)
-        h = _conform(h, inputs, time_major) if save_h else _empty(x)
-        v = _conform(v, inputs, None) if return_v else _empty(x)
+    def fwd_impl(*args, **kwargs):
+        a = FwdArgs(*args, **kwargs)
+        spec = _spec(*a[_FWD_SPEC])
+        spikes, h, v = forward(a.x, _join(a.tau_t, a.tau), _join(a.thresh_t, a.thresh), spec, a.v0, a.save_h,
+                               a.return_v, a.time_major)
+        inputs = (a.x, a.tau_t, a.thresh_t, a.v0)
+        spikes = _conform(spikes, inputs, a.time_major)
+        h = _conform(h, inputs, a.time_major) if a.save_h else _absent(a.x)
+        v = _conform(v, inputs, None) if a.return_v else _absent(a.x)
         return spikes, h, v
 
-    def fwd_fake(x, tau_t, tau, thresh_t, thresh, v0, reset, v_reset, detach_reset, surrogate, alpha,
-                 save_h, return_v, time_major):
-        spec = _spec(reset, v_reset, detach_reset, surrogate, alpha)
+    def fwd_fake(*args, **kwargs):
+        a = FwdArgs(*args, **kwargs)
+        x, time_major = a.x, a.time_major
         spikes = empty_like_input(x, time_major)
-        h = empty_like_input(x, time_major, h_dtype(x.dtype, spec)) if save_h else _empty(x)
+        h = empty_like_input(x, time_major, h_dtype(x.dtype, _spec(*a[_FWD_SPEC]))) if a.save_h else _absent(x)
         step = (x.shape[0], *x.shape[2:])
-        v = x.new_empty(step, dtype=v_dtype or x.dtype) if return_v else _empty(x)
+        v = x.new_empty(step, dtype=v_dtype or x.dtype) if a.return_v else _absent(x)
         return spikes, h, v
 
     torch.library.define(fwd_name, _FWD_SCHEMA, lib=lib)
@@ -152,28 +215,28 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
     torch.library.register_fake(fwd_name, fwd_fake, lib=lib)
 
     # ---- backward ------------------------------------------------------------------------------------
-    def bwd_impl(grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, reset, v_reset, detach_reset, surrogate,
-                 alpha, need_tau, need_thresh, need_v0, grad_dtype, time_major):
-        spec = _spec(reset, v_reset, detach_reset, surrogate, alpha)
+    def bwd_impl(*args, **kwargs):
+        a = BwdArgs(*args, **kwargs)
+        spec = _spec(*a[_BWD_SPEC])
         g_x, g_tau, g_thresh, g_v0 = backward(
-            grad_spikes, h, _join(tau_t, tau), _join(thresh_t, thresh), spec, grad_v, v0,
-            need_tau, need_thresh, need_v0, grad_dtype, time_major,
+            a.grad_spikes, a.h, _join(a.tau_t, a.tau), _join(a.thresh_t, a.thresh), spec, a.grad_v, a.v0,
+            a.need_tau, a.need_thresh, a.need_v0, a.grad_dtype, a.time_major,
         )
-        inputs = (grad_spikes, h, grad_v, tau_t, thresh_t, v0)
+        inputs = (a.grad_spikes, a.h, a.grad_v, a.tau_t, a.thresh_t, a.v0)
         return (
-            _conform(g_x, inputs, time_major),
-            _conform(g_tau, inputs, None) if need_tau else _empty(h),
-            _conform(g_thresh, inputs, None) if need_thresh else _empty(h),
-            _conform(g_v0, inputs, None) if need_v0 else _empty(h),
+            _conform(g_x, inputs, a.time_major),
+            _conform(g_tau, inputs, None) if a.need_tau else _absent(a.h),
+            _conform(g_thresh, inputs, None) if a.need_thresh else _absent(a.h),
+            _conform(g_v0, inputs, None) if a.need_v0 else _absent(a.h),
         )
 
-    def bwd_fake(grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, reset, v_reset, detach_reset, surrogate,
-                 alpha, need_tau, need_thresh, need_v0, grad_dtype, time_major):
+    def bwd_fake(*args, **kwargs):
+        a = BwdArgs(*args, **kwargs)
         return (
-            empty_like_input(h, time_major, grad_dtype),
-            tau_t.new_empty(tau_t.shape) if need_tau else _empty(h),
-            thresh_t.new_empty(thresh_t.shape) if need_thresh else _empty(h),
-            v0.new_empty(v0.shape) if need_v0 else _empty(h),
+            empty_like_input(a.h, a.time_major, a.grad_dtype),
+            a.tau_t.new_empty(a.tau_t.shape) if a.need_tau else _absent(a.h),
+            a.thresh_t.new_empty(a.thresh_t.shape) if a.need_thresh else _absent(a.h),
+            a.v0.new_empty(a.v0.shape) if a.need_v0 else _absent(a.h),
         )
 
     torch.library.define(bwd_name, _BWD_SCHEMA, lib=lib)
@@ -185,25 +248,24 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
 
     # ---- autograd ------------------------------------------------------------------------------------
     def setup_context(ctx, inputs, output):
-        x, tau_t, tau, thresh_t, thresh, v0, *options = inputs[:11]
+        a = FwdArgs(*inputs)
         ctx.set_materialize_grads(False)  # an unused final potential must not become a 0 * inf carry
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(x if saves_input else output[1], tau_t, thresh_t, v0)
-        ctx.lif = (tau, thresh, tuple(options), x.dtype, inputs[13])
+        ctx.mark_non_differentiable(output[1])  # h
+        ctx.save_for_backward(a.x if saves_input else output[1], a.tau_t, a.thresh_t, a.v0)
+        ctx.lif = (a.tau, a.thresh, _spec(*a[_FWD_SPEC]), a.x.dtype, a.time_major)
 
     def backward_formula(ctx, grad_spikes, _grad_h, grad_v, bwd=bwd_op):
         h, tau_t, thresh_t, v0 = ctx.saved_tensors
-        tau, thresh, options, x_dtype, time_major = ctx.lif
-        needs = ctx.needs_input_grad
+        tau, thresh, spec, x_dtype, time_major = ctx.lif
         if grad_spikes is None and grad_v is None:
-            return (None,) * 14
-        need_tau, need_thresh, need_v0 = needs[1], needs[3], needs[5]
-        g_x, g_tau, g_thresh, g_v0 = bwd(
-            grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, *options,
-            need_tau, need_thresh, need_v0, x_dtype, time_major,
-        )
-        return (g_x, g_tau if need_tau else None, None, g_thresh if need_thresh else None, None,
-                g_v0 if need_v0 else None, *(None,) * 8)
+            return _NO_GRADS
+        needs = FwdArgs._make(ctx.needs_input_grad[:len(FwdArgs._fields)])  # (the dispatcher's Function has one more)
+        g = BwdOutputs(*bwd(*BwdArgs(
+            grad_spikes=grad_spikes, h=h, grad_v=grad_v, tau_t=tau_t, tau=tau, thresh_t=thresh_t, thresh=thresh,
+            v0=v0, **_spec_kwargs(spec), need_tau=needs.tau_t, need_thresh=needs.thresh_t, need_v0=needs.v0,
+            grad_dtype=x_dtype, time_major=time_major)))
+        return _NO_GRADS._replace(x=g.g_x, tau_t=g.g_tau if needs.tau_t else None,
+                                  thresh_t=g.g_thresh if needs.thresh_t else None, v0=g.g_v0 if needs.v0 else None)
 
     _register_autograd(lib, f"lif_fwd_{name}", fwd_op, setup_context, backward_formula)
 
@@ -218,45 +280,43 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
 
         @staticmethod
         def backward(ctx, grad_spikes, grad_h, grad_v):
-            return backward_formula(ctx, grad_spikes, grad_h, grad_v, bwd=bwd_impl)
+            return tuple(backward_formula(ctx, grad_spikes, grad_h, grad_v, bwd=bwd_impl))
 
     # ---- vmap: the vmapped dimension joins the neuron dimensions -------------------------------------
-    def fwd_vmap(info, in_dims, x, tau_t, tau, thresh_t, thresh, v0, *rest):
+    def fwd_vmap(info, in_dims, *args):
         size = info.batch_size
-        x_dim, tau_dim, thresh_dim, v0_dim = in_dims[0], in_dims[1], in_dims[3], in_dims[5]
-        neuron_rank = x.dim() - (0 if x_dim is None else 1) - 2
-        x = _vmapped_into_neurons(x, x_dim, size, lead=2)
-        tau_t = _param_with_vmapped(tau_t, tau_dim, size, neuron_rank)
-        thresh_t = _param_with_vmapped(thresh_t, thresh_dim, size, neuron_rank)
-        v0 = None if v0 is None else _vmapped_into_neurons(v0, v0_dim, size, lead=1)
-        spikes, h, v = fwd_op(x, tau_t, tau, thresh_t, thresh, v0, *rest)
-        save_h, return_v = rest[5], rest[6]
+        a, dims = FwdArgs(*args), FwdArgs(*in_dims)
+        neuron_rank = a.x.dim() - (0 if dims.x is None else 1) - 2
+        spikes, h, v = fwd_op(*a._replace(
+            x=_vmapped_into_neurons(a.x, dims.x, size, lead=2),
+            tau_t=_param_with_vmapped(a.tau_t, dims.tau_t, size, neuron_rank),
+            thresh_t=_param_with_vmapped(a.thresh_t, dims.thresh_t, size, neuron_rank),
+            v0=None if a.v0 is None else _vmapped_into_neurons(a.v0, dims.v0, size, lead=1)))
         return (
-            (_neurons_to_front(spikes, 2), _neurons_to_front(h, 2) if save_h else h,
-             _neurons_to_front(v, 1) if return_v else v),
-            (0, 0 if save_h else None, 0 if return_v else None),
+            (_neurons_to_front(spikes, 2), _neurons_to_front(h, 2) if a.save_h else h,
+             _neurons_to_front(v, 1) if a.return_v else v),
+            (0, 0 if a.save_h else None, 0 if a.return_v else None),
         )
 
-    def bwd_vmap(info, in_dims, grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, *rest):
+    def bwd_vmap(info, in_dims, *args):
         size = info.batch_size
-        gs_dim, h_dim, gv_dim, tau_dim, thresh_dim, v0_dim = (in_dims[i] for i in (0, 1, 2, 3, 5, 7))
-        neuron_rank = h.dim() - (0 if h_dim is None else 1) - 2
-        tau_shape = None if tau_t is None else tau_t.shape[(0 if tau_dim is None else 1):]
-        thresh_shape = None if thresh_t is None else thresh_t.shape[(0 if thresh_dim is None else 1):]
-        h = _vmapped_into_neurons(h, h_dim, size, lead=2)
-        grad_spikes = None if grad_spikes is None else _vmapped_into_neurons(grad_spikes, gs_dim, size, lead=2)
-        grad_v = None if grad_v is None else _vmapped_into_neurons(grad_v, gv_dim, size, lead=1)
-        tau_t = _param_with_vmapped(tau_t, tau_dim, size, neuron_rank)
-        thresh_t = _param_with_vmapped(thresh_t, thresh_dim, size, neuron_rank)
-        v0 = None if v0 is None else _vmapped_into_neurons(v0, v0_dim, size, lead=1)
-        g_x, g_tau, g_thresh, g_v0 = bwd_op(grad_spikes, h, grad_v, tau_t, tau, thresh_t, thresh, v0, *rest)
-        need_tau, need_thresh, need_v0 = rest[5], rest[6], rest[7]
+        a, dims = BwdArgs(*args), BwdArgs(*in_dims)
+        neuron_rank = a.h.dim() - (0 if dims.h is None else 1) - 2
+        tau_shape = None if a.tau_t is None else a.tau_t.shape[(0 if dims.tau_t is None else 1):]
+        thresh_shape = None if a.thresh_t is None else a.thresh_t.shape[(0 if dims.thresh_t is None else 1):]
+        g_x, g_tau, g_thresh, g_v0 = bwd_op(*a._replace(
+            h=_vmapped_into_neurons(a.h, dims.h, size, lead=2),
+            grad_spikes=None if a.grad_spikes is None else _vmapped_into_neurons(a.grad_spikes, dims.grad_spikes, size, lead=2),
+            grad_v=None if a.grad_v is None else _vmapped_into_neurons(a.grad_v, dims.grad_v, size, lead=1),
+            tau_t=_param_with_vmapped(a.tau_t, dims.tau_t, size, neuron_rank),
+            thresh_t=_param_with_vmapped(a.thresh_t, dims.thresh_t, size, neuron_rank),
+            v0=None if a.v0 is None else _vmapped_into_neurons(a.v0, dims.v0, size, lead=1)))
         return (
             (_neurons_to_front(g_x, 2),
-             g_tau.reshape(size, *tau_shape) if need_tau else g_tau,
-             g_thresh.reshape(size, *thresh_shape) if need_thresh else g_thresh,
-             _neurons_to_front(g_v0, 1) if need_v0 else g_v0),
-            (0, 0 if need_tau else None, 0 if need_thresh else None, 0 if need_v0 else None),
+             g_tau.reshape(size, *tau_shape) if a.need_tau else g_tau,
+             g_thresh.reshape(size, *thresh_shape) if a.need_thresh else g_thresh,
+             _neurons_to_front(g_v0, 1) if a.need_v0 else g_v0),
+            (0, 0 if a.need_tau else None, 0 if a.need_thresh else None, 0 if a.need_v0 else None),
         )
 
     torch.library.register_vmap(fwd_name, fwd_vmap, lib=lib)
@@ -274,7 +334,8 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
             x.requires_grad or (tau_t is not None and tau_t.requires_grad)
             or (thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad))
         save_h = return_h or (grad and not saves_input)
-        args = (x, tau_t, tau_f, thresh_t, thresh_f, v0, *_options(spec), save_h, return_v, time_major)
+        args = FwdArgs(x=x, tau_t=tau_t, tau=tau_f, thresh_t=thresh_t, thresh=thresh_f, v0=v0, **_spec_kwargs(spec),
+                       save_h=save_h, return_v=return_v, time_major=time_major)
         if EAGER_FAST_PATH and _plain_eager(x, tau_t, thresh_t, v0):
             spikes, h, v = EagerFunction.apply(*args) if grad or save_h else fwd_impl(*args)
         else:
@@ -364,8 +425,15 @@ def _register_autograd(lib, name: str, op, setup_context, backward_formula) -> N
 # reads a Python float (alpha) more than once per graph under torch.compile(dynamic=True). It saves
 # its input and output, as the seed's ZIF did.
 _surrogate_lib = torch.library.Library(NAMESPACE, "FRAGMENT")  # noqa: TOR901
-torch.library.define(f"{NAMESPACE}::surrogate_spike", "(Tensor z, str surrogate, float? alpha) -> Tensor",
+_SURROGATE_ARGS = (("z", "Tensor"), *((name, kind) for name, kind in _SPEC_ARGS if name in ("surrogate", "alpha")))
+torch.library.define(f"{NAMESPACE}::surrogate_spike", schema(_SURROGATE_ARGS, ("spike",)).replace("-> (Tensor)", "-> Tensor"),
                      lib=_surrogate_lib)
+
+
+@functools.lru_cache(maxsize=None)
+def _surrogate_spec(surrogate, alpha) -> LIFSpec:
+    """The default neuron with this surrogate (what surrogate_gradient reads)."""
+    return LIFSpec(surrogate=surrogate, alpha=alpha)
 
 
 def _surrogate_spike_impl(z, surrogate, alpha):
@@ -375,7 +443,7 @@ def _surrogate_spike_impl(z, surrogate, alpha):
 def _surrogate_spike_setup(ctx, inputs, output):
     z, surrogate, alpha = inputs
     ctx.save_for_backward(z, output)
-    ctx.spec = _spec("hard", 0.0, False, surrogate, alpha)
+    ctx.spec = _surrogate_spec(surrogate, alpha)
 
 
 def _surrogate_spike_backward(ctx, grad_spike):

@@ -7,6 +7,8 @@ through this module.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, TIME_DIMS, LIFOutput, LIFSpec, neuron_shape_param, resolve_spec
@@ -64,11 +66,22 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
         if time_dim not in TIME_DIMS:
             raise ValueError(f"{name}: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
         try:
-            spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
-                                surrogate=surrogate, alpha=alpha)
+            if (gamma is None and reset is _DEFAULT[0] and v_reset is _DEFAULT[1] and detach_reset is _DEFAULT[2]
+                    and surrogate is _DEFAULT[3] and alpha is _DEFAULT[4]):
+                # No option given as a keyword (the common calls): resolve_spec would return ``spec`` or LIFSpec().
+                if spec is None:
+                    spec = default_spec
+            else:
+                spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
+                                    surrogate=surrogate, alpha=alpha)
             x_bt = x.transpose(0, 1) if time_dim == 0 else x
-            tau = neuron_shape_param(tau, "tau", x_bt)
-            thresh = neuron_shape_param(thresh, "thresh", x_bt)
+            # A number already in range is what neuron_shape_param returns (tested here in eager; a number
+            # Dynamo traces symbolically cannot be tested, neuron_shape_param knows that).
+            compiling = torch.compiler.is_compiling()
+            if compiling or not (type(tau) is float and 0.0 <= tau <= 1.0):
+                tau = neuron_shape_param(tau, "tau", x_bt)
+            if compiling or not (type(thresh) is float and math.isfinite(thresh)):
+                thresh = neuron_shape_param(thresh, "thresh", x_bt)
             if v0 is not None:
                 step_shape = (x_bt.shape[0], *x_bt.shape[2:])
                 if not isinstance(v0, torch.Tensor) or not v0.is_floating_point():
@@ -99,6 +112,9 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
             return LIFOutput(spikes, v, h)
         return spikes
 
+    # The keyword defaults as objects: an identity test per option tells a call that gave none.
+    _DEFAULT = tuple(lif.__kwdefaults__[option] for option in ("reset", "v_reset", "detach_reset", "surrogate", "alpha"))
+    default_spec = LIFSpec()
     lif.__name__ = lif.__qualname__ = name
     lif.__doc__ = (
         f"""Spikes of a LIF layer driven by ``x`` (``[B, T, ...]``, or ``[T, B, ...]`` with ``time_dim=0``).
