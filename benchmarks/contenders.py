@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 
 from benchmarks.common import GAMMA, TAU, THRESH
-from snn.kernels.lif.cpu_launch import lif_torch_fused
-from snn.lif.eager import lif_torch
+from snn.kernels.lif.cpu_launch import lif_torch
+from snn.lif.eager import lif_eager
 from snn.lif.reference import lif_reference, lif_reference_unbind
 from snn.lif.spec import LIFSpec
 
@@ -109,10 +109,10 @@ def _make_compiled(x: torch.Tensor, g: torch.Tensor) -> Runner:
 
 def _make_triton(x: torch.Tensor, g: torch.Tensor) -> Runner:
     try:
-        from snn.kernels import INTERPRETED, lif_spike
+        from snn.kernels import INTERPRETED, lif_triton
     except ImportError as exc:
-        raise Unavailable(f"kernels.lif_spike could not be imported ({exc})") from exc
-    return Runner(fn=functools.partial(lif_spike, tau=TAU, thresh=THRESH, gamma=GAMMA), x=_leaf(x), g=g,
+        raise Unavailable(f"kernels.lif_triton could not be imported ({exc})") from exc
+    return Runner(fn=functools.partial(lif_triton, tau=TAU, thresh=THRESH, gamma=GAMMA), x=_leaf(x), g=g,
                   info={"interpreted": bool(INTERPRETED)})
 
 
@@ -227,8 +227,8 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("seed-index", "seed loop x[:, t], eager (reference)", ("input",), _eager(lif_reference)),
     Contender("seed-unbind", "seed loop unbind, eager", ("input",), _eager(lif_reference_unbind)),
     Contender("seed-compiled", "torch.compile(seed loop)", ("fp32", "input"), _make_compiled),
-    Contender("ours-eager", "ours: eager backend (hand-written backward)", ("input",), _eager(lif_torch)),
-    Contender("ours-cpu-fused", "ours: torch backend (fused C kernel on CPU)", ("input",), _eager(lif_torch_fused)),
+    Contender("ours-eager", "ours: eager backend (hand-written backward)", ("input",), _eager(lif_eager)),
+    Contender("ours-cpu-fused", "ours: torch backend (fused C kernel on CPU)", ("input",), _eager(lif_torch)),
     Contender("sj-compiled", "torch.compile(SpikingJelly LIFNode)", ("fp32", "input"), _make_sj_compiled, tie_tolerant=True),
     Contender("ours-triton", "ours: Triton kernel", ("fp32",), _make_triton, timed_on_cpu=False),
     Contender("sj-triton", "SpikingJelly triton", ("fp32",), _make_spikingjelly("triton"), cuda_only=True, tie_tolerant=True),

@@ -29,7 +29,7 @@ def _ms(m) -> str:
 
 def lif(args) -> None:
     from benchmarks.contenders import seed_lif
-    from snn.kernels.lif.cpu_launch import lif_torch_fused
+    from snn.kernels.lif.cpu_launch import lif_torch
 
     for shape in args.shapes.split(","):
         for dtype in (getattr(torch, d) for d in args.dtypes.split(",")):
@@ -39,7 +39,7 @@ def lif(args) -> None:
             g = torch.randn(size, generator=gen).to(dtype)
             torch._dynamo.reset()
             calls = {}
-            for name, fn in (("compile", torch.compile(seed_lif, dynamic=False, fullgraph=True)), ("ours", lif_torch_fused)):
+            for name, fn in (("compile", torch.compile(seed_lif, dynamic=False, fullgraph=True)), ("ours", lif_torch)):
                 calls[f"{name} fwd"] = lambda fn=fn: fn(x)
                 calls[f"{name} fwd+bwd"] = lambda fn=fn: torch.autograd.grad(fn(x), x, g)
             for call in calls.values():  # compile, build, warm up

@@ -3,7 +3,7 @@
 interpreter when there is no GPU, :mod:`snn.kernels.lif.triton_launch`) loads on first use of the
 names below, and the C one (:mod:`snn.kernels.lif.cpu_launch`) when the torch backend needs it."""
 
-__all__ = ["INTERPRETED", "lif_backward", "lif_forward", "lif_spike"]
+__all__ = ["INTERPRETED", "lif_backward", "lif_forward", "lif_triton"]
 
 
 def __getattr__(name: str):

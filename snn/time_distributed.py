@@ -14,7 +14,7 @@ A per-step layer (conv, pooling, linear, flatten, ...) sees one step's batch ``[
 * **Folded into the batch**, in chunks of steps: ``fold="all"`` is one call over ``[B*T, ...]``
   (SpikingJelly's ``SeqToANNContainer``), an int ``k`` is T/k calls over ``[B*k, ...]``
   (``k=1``: snnTorch's step-by-step loop), ``"auto"`` (the default) picks by layer type from
-  :data:`IMAGES_PER_CALL`, measured with ``benchmarks/time_folding.py`` (benchmarks/RESULTS.md,
+  :data:`IMAGES_PER_CALL`, measured with ``python -m benchmarks.interleaved folding`` (benchmarks/RESULTS.md,
   "TimeDistributed folding"). On this project's 2-core CPU one call over all of T was the fastest
   or equal for every layer measured (tutorial 6's convs and linear at 800 and 6,400 images per
   call), unlike the 1.5x that issue 17 measured elsewhere for a 6,400-image conv backward, so the
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 # Layer type -> at most this many images (B * steps) per call under fold="auto"; a type not listed is
-# folded whole. Measured with benchmarks/time_folding.py (see the module docstring): empty here.
+# folded whole. Measured with python -m benchmarks.interleaved folding (see the module docstring): empty here.
 IMAGES_PER_CALL: dict[type, int] = {}
 # Layers that compute each sample on its own in any mode (no batch statistics, no randomness).
 _PER_SAMPLE = (

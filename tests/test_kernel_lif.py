@@ -26,7 +26,7 @@ import torch
 import snn.kernels.lif.triton_launch as L  # first: it picks the interpreter before the @triton.jit below is decorated
 import triton
 import triton.language as tl
-from snn.kernels import lif_spike
+from snn.kernels import lif_triton
 from snn.kernels.lif.triton_kernels import _round_to_side
 from lif_helpers import FP32_RTOL, assert_grad_close, make_layout, poisoned_out, saved_bytes_per_element
 from snn.lif.reference import lif_reference
@@ -67,7 +67,7 @@ def assert_matches_reference(leaf_values, build, dtype, grad_spikes, params, lab
     the (rounded) input, and its gradient is held to lif_helpers.assert_grad_close's three-way rule.
     """
     leaf_in = leaf_values.detach().to(dtype)  # the values the kernel actually sees
-    s_tri, g_tri = run_fn(lif_spike, leaf_in, build, dtype, grad_spikes, params)
+    s_tri, g_tri = run_fn(lif_triton, leaf_in, build, dtype, grad_spikes, params)
     s_ref, g_ref = run_fn(lif_reference, leaf_in.float(), build, torch.float32, grad_spikes.to(dtype).float(), params)
     assert s_tri.dtype == dtype and s_tri.shape == s_ref.shape, f"{label}: spikes {s_tri.dtype} {tuple(s_tri.shape)}"
     assert torch.equal(s_tri.float(), s_ref), (
@@ -141,7 +141,7 @@ def test_nan_and_inf_behave_as_the_reference(device, small_tiles, dtype):
 
 def test_spike_exactly_at_threshold_does_not_fire(device):
     x = torch.tensor([1.0, 0.5, 1.5, 0.9], device=device).reshape(1, 4, 1)
-    assert lif_spike(x, 0.5, 1.0, 1.0).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert lif_triton(x, 0.5, 1.0, 1.0).flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_no_fma_contraction_at_the_threshold(device):
     x = torch.tensor([x0s, x1s], dtype=torch.float32).reshape(1, 2, -1).to(device)  # [B=1, T=2, N]
     ref = lif_reference(x, tau, 1.0, 1.0)
     assert ref[:, 1].sum().item() == 0, "the eager reference rounds the tie to thresh: no spike"
-    assert torch.equal(lif_spike(x, tau, 1.0, 1.0), ref), "the kernel must round like eager PyTorch (no FMA)"
+    assert torch.equal(lif_triton(x, tau, 1.0, 1.0), ref), "the kernel must round like eager PyTorch (no FMA)"
 
 
 # The compiled sm_90 code (no FMA, no spills, 128-bit accesses, instruction budgets) is checked in
@@ -202,14 +202,14 @@ def test_saved_bytes(device, dtype):
     x = torch.randn(3, 5, 7, device=device).to(dtype).requires_grad_()
     params = (0.5, 1.0, 1.0)
     ref_bytes, _ = saved_bytes_per_element(lif_reference, x, *params)
-    tri_bytes, tri_count = saved_bytes_per_element(lif_spike, x, *params)
+    tri_bytes, tri_count = saved_bytes_per_element(lif_triton, x, *params)
     # the hook count itself is proven on the reference: 4 tensors of x.dtype per neuron-step
     assert ref_bytes == 4 * x.element_size(), f"reference saves {ref_bytes} B/neuron-step"
     limit = 4 if dtype == torch.float32 else 2
     assert tri_bytes <= limit, f"kernel saves {tri_bytes} B/neuron-step for {dtype}, limit {limit}"
     assert tri_count == 1, f"kernel saves {tri_count} tensors, expected only h"
     # no grad needed: nothing saved and h is not even written
-    tri_bytes, tri_count = saved_bytes_per_element(lif_spike, x.detach(), *params)
+    tri_bytes, tri_count = saved_bytes_per_element(lif_triton, x.detach(), *params)
     assert (tri_bytes, tri_count) == (0, 0)
 
 
@@ -218,17 +218,17 @@ def test_no_grad_forward_skips_h(device, monkeypatch):
     spikes, h = L.lif_forward(x, 0.5, 1.0, 1.0, save_h=False)
     assert h is None
     assert torch.equal(spikes, lif_reference(x, 0.5, 1.0, 1.0))
-    # through lif_spike: h is written only when a backward can follow
+    # through lif_triton: h is written only when a backward can follow
     calls = []
     forward = L.lif_forward
     monkeypatch.setattr(L, "lif_forward", lambda *a, **k: calls.append(k["save_h"]) or forward(*a, **k))
     xg = x.clone().requires_grad_()
     with torch.no_grad():
-        lif_spike(xg)
+        lif_triton(xg)
     with torch.inference_mode():
-        lif_spike(xg)
-    lif_spike(x)
-    lif_spike(xg)
+        lif_triton(xg)
+    lif_triton(x)
+    lif_triton(xg)
     assert calls == [False, False, False, True]
 
 
@@ -335,7 +335,7 @@ def test_stride0_time_input_is_not_materialised(device):
 def test_empty_batch(device, dtype):
     for shape in [(0, 5, 7), (0, 5), (3, 0, 7), (3, 4, 0, 2)]:
         x = torch.zeros(shape, dtype=dtype, device=device, requires_grad=True)
-        s = lif_spike(x)
+        s = lif_triton(x)
         assert s.shape == x.shape and s.dtype == dtype
         s.sum().backward()
         assert x.grad is not None and x.grad.shape == x.shape
@@ -345,7 +345,7 @@ def test_empty_batch(device, dtype):
 def test_backward_twice_with_retain_graph(device, small_tiles, dtype):
     gen = torch.Generator().manual_seed(2)
     x = near_threshold((3, 6, 130), 1.0, gen, device).to(dtype).requires_grad_()
-    s = lif_spike(x, 0.8, 1.0, 0.6)
+    s = lif_triton(x, 0.8, 1.0, 0.6)
     g = torch.randn(s.shape, generator=gen).to(device, dtype)
     (g1,) = torch.autograd.grad(s, x, g, retain_graph=True)
     (g2,) = torch.autograd.grad(s, x, g)
@@ -358,7 +358,7 @@ def test_broadcast_grad_of_sum(device, small_tiles):
     x = near_threshold((3, 4, 50), 1.0, gen, device)
     xt = x.clone().requires_grad_()
     xr = x.clone().requires_grad_()
-    lif_spike(xt, 0.5, 1.0, 1.0).sum().backward()
+    lif_triton(xt, 0.5, 1.0, 1.0).sum().backward()
     lif_reference(xr, 0.5, 1.0, 1.0).sum().backward()
     torch.testing.assert_close(xt.grad, xr.grad, rtol=FP32_RTOL, atol=FP32_RTOL)
 
@@ -438,7 +438,7 @@ def test_more_than_2_31_elements_real_tensor(device):
         pytest.skip("needs about 24 GiB of free device memory")
     B, T, N = 2, 2, 2**29 + 37
     x = (torch.rand((B, T, N), device=device, dtype=torch.float16) * 1.2).requires_grad_()
-    s = lif_spike(x, 0.5, 1.0, 1.0)
+    s = lif_triton(x, 0.5, 1.0, 1.0)
     s.backward(torch.ones_like(s))
     for sl in (slice(0, 1000), slice(N - 1000, N)):  # the tail lies past element 2**31
         xr = x.detach()[:, :, sl].float().requires_grad_()
@@ -453,11 +453,11 @@ def test_long_T_does_not_recompile(device):
     if device != "cuda":
         pytest.skip("the interpreter does not compile")
     x = torch.rand(2, 256, 16, device=device)
-    lif_spike(x)
+    lif_triton(x)
     cache = L._lif_fwd_kernel.device_caches[torch.cuda.current_device()][0]
     before = len(cache)
     for T in (257, 300, 512, 17):
-        lif_spike(torch.rand(2, T, 16, device=device))
+        lif_triton(torch.rand(2, T, 16, device=device))
     assert len(cache) == before, "a new T compiled a new kernel"
 
 
@@ -480,21 +480,21 @@ def test_long_T_does_not_recompile(device):
 )
 def test_bad_input_raises_one_sentence(device, make, exc, words):
     with pytest.raises(exc) as info:
-        lif_spike(make(device))
+        lif_triton(make(device))
     message = str(info.value)
-    assert message.startswith("lif_spike: ") and words in message, message
+    assert message.startswith("lif_triton: ") and words in message, message
     assert "\n" not in message
 
 
 def test_bad_parameters_and_buffers_raise(device):
     x = torch.rand(2, 3, 4, device=device)
-    with pytest.raises(ValueError, match="^lif_spike: alpha must be > 0"):
-        lif_spike(x, 0.5, 1.0, 0.0)
-    with pytest.raises(ValueError, match="^lif_spike: out must be a float32 tensor of shape"):
+    with pytest.raises(ValueError, match="^lif_triton: alpha must be > 0"):
+        lif_triton(x, 0.5, 1.0, 0.0)
+    with pytest.raises(ValueError, match="^lif_triton: out must be a float32 tensor of shape"):
         L.lif_forward(x, 0.5, 1.0, 1.0, out=torch.empty(2, 3, 4, device="meta"))
-    with pytest.raises(ValueError, match="^lif_spike: h_out must be"):
+    with pytest.raises(ValueError, match="^lif_triton: h_out must be"):
         L.lif_forward(x, 0.5, 1.0, 1.0, h_out=torch.empty(2, 3, 4, dtype=torch.float16, device=device))
-    with pytest.raises(ValueError, match="^lif_spike: grad_spikes"):
+    with pytest.raises(ValueError, match="^lif_triton: grad_spikes"):
         L.lif_backward(torch.rand(2, 3, 5, device=device), torch.rand(2, 3, 4, device=device), 0.5, 1.0, 1.0)
 
 
@@ -517,10 +517,10 @@ def test_interpreter_chosen_without_cuda_and_notice_logged_once(device):
         """
         import torch, triton, triton.language  # imported before kernels on purpose
         import os
-        from snn.kernels import lif_spike, INTERPRETED
+        from snn.kernels import lif_triton, INTERPRETED
         x = torch.rand(2, 3, 5, requires_grad=True)
-        lif_spike(x).sum().backward()
-        lif_spike(x)
+        lif_triton(x).sum().backward()
+        lif_triton(x)
         print(INTERPRETED, os.environ["TRITON_INTERPRET"], x.grad.shape)
         """
     )
@@ -536,14 +536,14 @@ def test_explicit_user_setting_is_respected(device):
     proc = _run_python(
         """
         import torch
-        from snn.kernels import lif_spike, INTERPRETED
+        from snn.kernels import lif_triton, INTERPRETED
         import os
         try:
-            lif_spike(torch.rand(2, 3, 5))
+            lif_triton(torch.rand(2, 3, 5))
         except ValueError as exc:
             print(INTERPRETED, os.environ["TRITON_INTERPRET"], exc)
         """,
         TRITON_INTERPRET="0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("False 0 lif_spike: the compiled Triton kernel needs a CUDA tensor"), proc.stdout
+    assert proc.stdout.startswith("False 0 lif_triton: the compiled Triton kernel needs a CUDA tensor"), proc.stdout

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import snn.kernels.lif.triton_launch as L  # noqa: F401  (first: it picks the interpreter)
 from lif_helpers import assert_grad_close, time_major_storage
-from snn.kernels import lif_spike
+from snn.kernels import lif_triton
 from snn.lif.reference import lif_reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -93,7 +93,7 @@ def check_agreement(device, case):
     g = torch.tensor(grads, dtype=torch.float32).reshape(shape).to(dtype).to(device)
 
     xt = x.detach().requires_grad_()
-    s = lif_spike(xt, tau, thresh, gamma)
+    s = lif_triton(xt, tau, thresh, gamma)
     s.backward(g)
     xr = x.detach().float().requires_grad_()
     sr = lif_reference(xr, tau, thresh, gamma)

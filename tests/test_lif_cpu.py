@@ -18,7 +18,7 @@ import torch
 
 from lif_helpers import make_layout, poison_cpu_outputs, saved_tensors
 from snn.kernels.lif import cpu_launch as lif_cpu
-from snn.lif.eager import lif_torch
+from snn.lif.eager import lif_eager
 from snn.lif.spec import LIFSpec
 
 pytestmark = pytest.mark.skipif(not lif_cpu.available(), reason=f"fused CPU kernel not built: {lif_cpu.BUILD_INFO.get('error')}")
@@ -41,8 +41,8 @@ def test_equals_the_eager_backend_bit_for_bit(dtype, layout):
     shape, build, time_dim = make_layout(kind, B, T, trail)
     x = build(0.6 + 0.6 * torch.randn(shape, generator=gen))
     g = torch.randn(x.shape, generator=gen)
-    s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, dtype, time_dim)
-    s_eager, (g_eager,) = _run(lif_torch, x, g, dtype, time_dim)
+    s_fused, (g_fused,) = _run(lif_cpu.lif_torch, x, g, dtype, time_dim)
+    s_eager, (g_eager,) = _run(lif_eager, x, g, dtype, time_dim)
     assert torch.equal(s_fused, s_eager), f"{layout} {dtype}: spikes differ at {(s_fused != s_eager).sum().item()} positions"
     assert torch.equal(g_fused, g_eager), f"{layout} {dtype}: grad_x differs (max {(g_fused - g_eager).abs().max().item()})"
 
@@ -58,7 +58,7 @@ def test_parameter_gradients_do_not_depend_on_the_thread_count():
             torch.set_num_threads(n)
             tau = torch.full((1000,), 0.5, requires_grad=True)
             thresh = torch.full((1000,), 1.0, requires_grad=True)
-            grads.append(_run(lif_cpu.lif_torch_fused, x, g, torch.float32, tau=tau, thresh=thresh, spec=LIFSpec(reset="soft"))[1])
+            grads.append(_run(lif_cpu.lif_torch, x, g, torch.float32, tau=tau, thresh=thresh, spec=LIFSpec(reset="soft"))[1])
     finally:
         torch.set_num_threads(threads)
     for other in grads[1:]:
@@ -70,7 +70,7 @@ def test_forward_saves_only_the_input():
     """The backward recomputes h from x: no tensor of the forward's own is kept (0 new bytes per neuron-step)."""
     x = torch.randn(4, 6, 100).requires_grad_()
     with saved_tensors() as saved:
-        lif_cpu.lif_torch_fused(x)
+        lif_cpu.lif_torch(x)
     assert len(saved) == 1 and saved[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
 
 
@@ -81,12 +81,12 @@ def test_falls_back_to_eager_with_one_warning_without_a_compiler(monkeypatch, tm
     try:
         x = (0.6 + 0.6 * torch.randn(3, 4, 10)).requires_grad_()
         with pytest.warns(RuntimeWarning, match="fused CPU LIF kernel is unavailable"):
-            s = lif_cpu.lif_torch_fused(x)
+            s = lif_cpu.lif_torch(x)
         assert not lif_cpu.available() and "no-such-cc" in lif_cpu.BUILD_INFO["error"]
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # one warning, not one per call
-            s2 = lif_cpu.lif_torch_fused(x)
-        assert torch.equal(s, lif_torch(x)) and torch.equal(s2, s)
+            s2 = lif_cpu.lif_torch(x)
+        assert torch.equal(s, lif_eager(x)) and torch.equal(s2, s)
     finally:
         monkeypatch.undo()
         lif_cpu._reset_for_tests()
@@ -110,26 +110,26 @@ def test_large_outputs_reuse_storage_only_when_nothing_holds_it(output_cache):
     """The storage of a large output is handed out again only once its tensor, views and graph
     are gone; results stay exact, and small outputs are never cached."""
     x = _large_input(3)
-    s1 = lif_cpu.lif_torch_fused(x)
+    s1 = lif_cpu.lif_torch(x)
     first = s1.untyped_storage().data_ptr()
     view = s1[0, 2:]
     del s1
-    s2 = lif_cpu.lif_torch_fused(x)
+    s2 = lif_cpu.lif_torch(x)
     assert s2.untyped_storage().data_ptr() != first, "a storage still used by a view was handed out again"
     del view
-    s3 = lif_cpu.lif_torch_fused(x)
+    s3 = lif_cpu.lif_torch(x)
     assert s3.untyped_storage().data_ptr() == first, "a storage nobody uses was not reused"
-    assert torch.equal(s2, s3) and torch.equal(s3, lif_torch(x))
+    assert torch.equal(s2, s3) and torch.equal(s3, lif_eager(x))
     assert output_cache.held_bytes() == 2 * s3.untyped_storage().nbytes()
 
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
-    s_fused, (g_fused,) = _run(lif_cpu.lif_torch_fused, x, g, torch.float32)
-    s_eager, (g_eager,) = _run(lif_torch, x, g, torch.float32)
+    s_fused, (g_fused,) = _run(lif_cpu.lif_torch, x, g, torch.float32)
+    s_eager, (g_eager,) = _run(lif_eager, x, g, torch.float32)
     assert torch.equal(s_fused, s_eager) and torch.equal(g_fused, g_eager)
 
     held = output_cache.held_bytes()
     small = 0.6 + 0.6 * torch.randn(4, 3, 100, generator=torch.Generator().manual_seed(2))
-    _run(lif_cpu.lif_torch_fused, small, torch.ones_like(small), torch.float32)
+    _run(lif_cpu.lif_torch, small, torch.ones_like(small), torch.float32)
     assert output_cache.held_bytes() == held, "a small output was cached"
 
 
@@ -137,11 +137,11 @@ def test_output_cache_limit_and_release(output_cache):
     x = _large_input(5)
     nbytes = x.numel() * 4
     output_cache.limit_bytes = 0
-    lif_cpu.lif_torch_fused(x)
+    lif_cpu.lif_torch(x)
     assert output_cache.held_bytes() == 0, "SNN_OUTPUT_CACHE_MB=0 must switch the cache off"
     output_cache.limit_bytes = nbytes + nbytes // 2  # room for one output
-    a = lif_cpu.lif_torch_fused(x)
-    b = lif_cpu.lif_torch_fused(x)  # a still alive: b cannot be cached as well
+    a = lif_cpu.lif_torch(x)
+    b = lif_cpu.lif_torch(x)  # a still alive: b cannot be cached as well
     assert output_cache.held_bytes() == nbytes and a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
     lif_cpu.empty_output_cache()
     assert output_cache.held_bytes() == nbytes, "a storage in use was dropped"
@@ -178,7 +178,7 @@ def test_tile_edges_with_poisoned_outputs(monkeypatch, case, dtype):
         "v0-return_v": dict(spec=LIFSpec(), v0=torch.rand(B, N, generator=gen).to(dtype).requires_grad_(), return_v=True),
     }[case]
     results = []
-    for fn in (lif_cpu.lif_torch_fused, lif_torch):
+    for fn in (lif_cpu.lif_torch, lif_eager):
         out = fn(x, **options)
         spikes, v = (out.spikes, out.v) if case == "v0-return_v" else (out, None)
         loss = (spikes * g).sum() + (0 if v is None else v.float().sum())
@@ -199,21 +199,21 @@ def test_a_storage_the_caller_holds_is_never_handed_out_again(output_cache):
     """Issue 15: ``st = out.untyped_storage(); del out`` keeps the memory reachable; the next call must
     not write into it (PyTorch returns the cache's own storage object, so only its Python references show it)."""
     x = _large_input(7)
-    out = lif_cpu.lif_torch_fused(x)
+    out = lif_cpu.lif_torch(x)
     expected, shape, stride = out.clone(), out.shape, out.stride()
     storage = out.untyped_storage()
     del out
-    other = lif_cpu.lif_torch_fused(2.0 * x)
+    other = lif_cpu.lif_torch(2.0 * x)
     assert other.untyped_storage().data_ptr() != storage.data_ptr(), "a storage the caller holds was handed out again"
     assert torch.equal(torch.empty(0).set_(storage, 0, shape, stride), expected), "a held storage was overwritten"
     held = [storage]
     del storage, other
-    again = lif_cpu.lif_torch_fused(3.0 * x)
+    again = lif_cpu.lif_torch(3.0 * x)
     assert again.untyped_storage().data_ptr() != held[0].data_ptr(), "a storage held in a list was handed out again"
     del again
     held.clear()
-    first = lif_cpu.lif_torch_fused(x).untyped_storage().data_ptr()
-    assert lif_cpu.lif_torch_fused(x).untyped_storage().data_ptr() == first, "a storage nobody holds was not reused"
+    first = lif_cpu.lif_torch(x).untyped_storage().data_ptr()
+    assert lif_cpu.lif_torch(x).untyped_storage().data_ptr() == first, "a storage nobody holds was not reused"
 
 
 def _fresh(code: str, env: dict, cwd=None):

@@ -412,4 +412,4 @@ def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
 
 
 # What the ``torch`` backend runs: this file's C kernel on the CPU, snn.lif.eager's eager code elsewhere.
-lif_torch_fused = make_lif_function(_dispatch_core, "lif_torch", h_gradient=differentiable_h)
+lif_torch = make_lif_function(_dispatch_core, "lif_torch", h_gradient=differentiable_h)

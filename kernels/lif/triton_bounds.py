@@ -1,7 +1,7 @@
 """The host side of the 16-bit save's threshold-consistent rounding: the clamp bounds that
 :func:`kernels.lif.triton_kernels._round_to_side` applies, computed once per launch (a number
 ``thresh``: four scalar arguments; a per-neuron ``thresh``: a ``[4, N]`` tensor the kernel loads
-per tile). ``benchmarks/prove_round_to_side.py`` checks the rule over all 2**32 fp32 values.
+per tile). ``tests/proofs/prove_round_to_side.py`` checks the rule over all 2**32 fp32 values.
 """
 
 from __future__ import annotations

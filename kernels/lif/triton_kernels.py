@@ -59,7 +59,7 @@ def _round_to_side(h, spike, bounds, DTYPE: tl.constexpr, HW_CVT: tl.constexpr):
     ``h`` saturates instead of rounding to inf; an infinite or NaN ``h`` passes through. A select
     of the bounds, a max, a min and a select of ``h``: bit-identical (NaN: a NaN) to the rule it
     replaced (round to nearest, saturate, then nudge one ulp toward the right side), which
-    ``benchmarks/prove_round_to_side.py`` checks over all 2**32 fp32 values.
+    ``tests/proofs/prove_round_to_side.py`` checks over all 2**32 fp32 values.
 
     ``HW_CVT`` (compiled GPU code): the final, exact conversion is the hardware's ``cvt.rn``;
     otherwise bf16 is rounded by hand, because the interpreter truncates fp32 -> bf16.

@@ -97,8 +97,8 @@ _notice_logged = False
 
 
 def _error(exc_type, message: str):
-    """The exception to raise: ``exc_type`` with ``message`` prefixed by ``lif_spike:``."""
-    return exc_type(f"lif_spike: {message}")
+    """The exception to raise: ``exc_type`` with ``message`` prefixed by ``lif_triton:``."""
+    return exc_type(f"lif_triton: {message}")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -243,7 +243,7 @@ LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 def _launch_config(B: int, N: int, constexprs: dict) -> tuple[tuple[int], dict]:
     """(grid, keyword arguments) of a launch over the tiles of a ``[B, N]`` neuron plane.
 
-    Shared with ``benchmarks/static_sm90.py``, which compiles exactly these launches for sm_90.
+    Shared with ``tests/proofs/static_sm90.py``, which compiles exactly these launches for sm_90.
     """
     block_b, block_n, num_warps = _block_config(B, N)
     grid = (triton.cdiv(B, block_b) * triton.cdiv(N, block_n),)
@@ -487,4 +487,4 @@ _triton_core = register_lif_ops(
 )
 
 # Spikes of a LIF layer (the neuron of snn.lif.spec), fused into one kernel per direction.
-lif_spike = make_lif_function(_triton_core, "lif_spike", h_gradient=differentiable_h)
+lif_triton = make_lif_function(_triton_core, "lif_triton", h_gradient=differentiable_h)

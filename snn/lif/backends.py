@@ -85,9 +85,9 @@ def _load_triton() -> LIFFunction:
             f"backend 'triton' needs the 'triton' package, which could not be imported ({exc}); "
             "install it (pip install -e .) or use --backend torch."
         ) from exc
-    from snn.kernels import lif_spike  # a failure here is a bug in kernels/: let its traceback show
+    from snn.kernels import lif_triton  # a failure here is a bug in kernels/: let its traceback show
 
-    return lif_spike
+    return lif_triton
 
 
 def get_backend(name: str) -> Backend:
@@ -117,15 +117,15 @@ def _load(name: str) -> LIFFunction:
     if name == "torch":
         # The fused C kernel on CPU tensors (built at first use; the eager code, with one warning,
         # where no C compiler is found), the eager code below on other devices and for fp64.
-        from snn.kernels.lif.cpu_launch import lif_torch_fused
+        from snn.kernels.lif.cpu_launch import lif_torch
 
-        return lif_torch_fused
+        return lif_torch
     if name == "eager":
         # Plain PyTorch with a hand-written backward: bit-identical to autograd of the seed's loop
         # (snn.lif.reference.lif_reference, tests/test_lif_contract.py), at a fraction of its ops and memory.
-        from snn.lif.eager import lif_torch
+        from snn.lif.eager import lif_eager
 
-        return lif_torch
+        return lif_eager
     if name == "reference":
         from snn.lif.reference import lif_reference
 

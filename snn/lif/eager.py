@@ -11,7 +11,7 @@ fp32, 2 bytes fp16/bf16, exact: ``h`` is stored in the dtype it was computed in)
 computes everything that does not depend on the carry (``1 - s`` and ``sg(z)``) in one pass over
 ``[B, T, N]``, runs 4-6 ops per step, and reduces the gradients of tensor ``tau``/``thresh`` in one
 pass after the scan (benchmarks/RESULTS.md times it against autograd of the loop, contender
-"3b" against "1", shape by shape). Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
+`ours-eager` against `seed-index`, shape by shape). Each product and sum is rounded as in the reference (no fused multiply-add, same grouping),
 so spikes are identical and, for the seed's neuron, fp32 input gradients equal reference
 autograd's to the last bit (tests/test_lif_contract.py). Arithmetic is in the input dtype, as in
 the reference. The optional ``h`` output gets its gradient from snn.lif.spec.membrane_with_gradient.
@@ -249,4 +249,4 @@ def differentiable_h(h, x, tau, thresh, spec: LIFSpec, v0, spikes):
     return h.detach() + (scan - scan.detach()).to(h.dtype)
 
 
-lif_torch = make_lif_function(_eager_or_custom_core, "lif_torch", accepts_custom_surrogate=True, h_gradient=differentiable_h)
+lif_eager = make_lif_function(_eager_or_custom_core, "lif_eager", accepts_custom_surrogate=True, h_gradient=differentiable_h)

@@ -36,7 +36,7 @@ Per-call overhead. The public function calls the ``OpOverload`` directly (not th
 (cached), and the layout check on the outputs is a stride comparison; plain eager calls skip the
 dispatcher (:func:`_plain_eager`), and the fused CPU backend calls its kernel without an
 ``autograd.Function`` when no backward can follow (kernels/lif/cpu_launch.py). See
-``benchmarks/op_overhead.py`` for the measured cost.
+``python -m benchmarks.interleaved op-overhead`` for the measured cost.
 
 torch.func. The LIF is independent per batch element, so the vmap rule moves a vmapped dimension
 ``V`` into the *neuron* dimensions (``[V, B, T, ...]`` -> ``[B, T, V, ...]``): batch elements stay
@@ -351,7 +351,7 @@ def _plain_eager(*tensors) -> bool:
 
     Then :func:`register_lif_ops`' core calls the op's own kernels and autograd formula through an
     ``autograd.Function``, skipping the dispatcher's two round trips into Python (forward: the
-    autograd kernel and the implementation; ``benchmarks/op_overhead.py`` measures what that
+    autograd kernel and the implementation; ``python -m benchmarks.interleaved op-overhead`` measures what that
     saves). Anything else (torch.compile, torch.export, make_fx/AOTAutograd, torch.func, fake or
     other dispatch modes, torch-function modes, tensor subclasses) goes through the registered op.
     """

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, TIME_DIMS, LIFOutput, LIFSpec, neuron_shape_param, resolve_spec
+from snn.lif.spec import (DEFAULT_TAU, DEFAULT_THRESH, TIME_DIMS, LIFOutput, LIFSpec, neuron_shape_param, resolve_spec,
+                          takes_options)
 
 
 def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h_has_gradient: bool = False,
@@ -35,22 +36,19 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
     if not h_has_gradient and h_gradient is None:
         raise TypeError("make_lif_function: give h_gradient unless core returns h with its gradient")
 
+    @takes_options
     def lif(
         x: torch.Tensor,
         tau=DEFAULT_TAU,
         thresh=DEFAULT_THRESH,
         gamma: float | None = None,
         *,
-        reset: str = "hard",
-        v_reset: float = 0.0,
-        detach_reset: bool = False,
-        surrogate: str = "triangle",
-        alpha: float | None = None,
         spec: LIFSpec | None = None,
         time_dim: int = 1,
         v0: torch.Tensor | None = None,
         return_v: bool = False,
         return_h: bool = False,
+        **options,
     ):
         if torch.jit.is_tracing():
             raise RuntimeError(
@@ -66,14 +64,12 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
         if time_dim not in TIME_DIMS:
             raise ValueError(f"{name}: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
         try:
-            if (gamma is None and reset is _DEFAULT[0] and v_reset is _DEFAULT[1] and detach_reset is _DEFAULT[2]
-                    and surrogate is _DEFAULT[3] and alpha is _DEFAULT[4]):
+            if gamma is None and not options:
                 # No option given as a keyword (the common calls): resolve_spec would return ``spec`` or LIFSpec().
                 if spec is None:
                     spec = default_spec
             else:
-                spec = resolve_spec(spec, gamma, reset=reset, v_reset=v_reset, detach_reset=detach_reset,
-                                    surrogate=surrogate, alpha=alpha)
+                spec = resolve_spec(spec, gamma, **options)
             x_bt = x.transpose(0, 1) if time_dim == 0 else x
             # A number already in range is what neuron_shape_param returns (tested here in eager; a number
             # Dynamo traces symbolically cannot be tested, neuron_shape_param knows that).
@@ -112,19 +108,16 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
             return LIFOutput(spikes, v, h)
         return spikes
 
-    # The keyword defaults as objects: an identity test per option tells a call that gave none.
-    _DEFAULT = tuple(lif.__kwdefaults__[option] for option in ("reset", "v_reset", "detach_reset", "surrogate", "alpha"))
-    default_spec = LIFSpec()
+    default_spec = LIFSpec()  # the spec of a call that names no option
     lif.__name__ = lif.__qualname__ = name
     lif.__doc__ = (
         f"""Spikes of a LIF layer driven by ``x`` (``[B, T, ...]``, or ``[T, B, ...]`` with ``time_dim=0``).
 
         ``{name}`` implements the neuron specified in :mod:`snn.lif.spec` (read it for the math).
         ``tau``/``thresh``: numbers, or tensors broadcastable over the neuron dims (learnable when they
-        require grad). ``gamma`` is the seed's name for the triangle surrogate's ``alpha``. Options:
-        ``reset`` ("hard"/"soft"/"subtract_next"), ``v_reset``, ``detach_reset``, ``surrogate``
-        ("triangle"/"sigmoid"/"atan"/"rectangle"/"fast_sigmoid", or a spike function on the eager
-        and reference backends), ``alpha``; or all of them as ``spec=LIFSpec(...)``.
+        require grad). ``gamma`` is the seed's name for the triangle surrogate's ``alpha``. The neuron's
+        options (:class:`snn.lif.spec.LIFOptions`) as keywords, or all of them as ``spec=LIFSpec(...)``;
+        ``surrogate`` may be a spike function on the eager and reference backends.
         ``v0``: initial potential (one step's shape). Returns the spikes, or ``LIFOutput(spikes, v, h)``
         when ``return_v`` (final potential) or ``return_h`` (pre-reset potentials) is set; both are
         differentiable (a membrane-potential loss on ``h`` works on every backend).
