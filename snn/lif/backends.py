@@ -31,13 +31,14 @@ FEATURES = (
 _FUSED = frozenset(FEATURES) - {CUSTOM_SURROGATE}
 
 
-def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=False, return_h=False, time_dim=1) -> set[str]:
-    """The :data:`FEATURES` a call with these options needs."""
+def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=False, return_h=False,
+                  time_dim=1) -> frozenset[str]:
+    """The :data:`FEATURES` a call with these options needs (cached per spec and flags)."""
     flags = (bool(tensor_params), bool(v0), bool(return_v), bool(return_h), time_dim == 0)
     try:
-        return set(_features_of_spec(spec, *flags))
+        return _features_of_spec(spec, *flags)
     except TypeError:  # an unhashable spike function: not cached
-        return set(_features_of_spec.__wrapped__(spec, *flags))
+        return _features_of_spec.__wrapped__(spec, *flags)
 
 
 @functools.lru_cache(maxsize=1024)
