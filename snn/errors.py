@@ -17,12 +17,25 @@ class UserError(Exception):
     """
 
 
+def say(line: str) -> None:
+    """Write ``line`` and its newline to stderr in one write: under torchrun every rank shares the
+    terminal, and two ranks' ``print`` (text, then newline) interleave into one garbled line."""
+    text = line + "\n"
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stderr (no descriptor)
+        sys.stderr.write(text)
+        return
+    sys.stderr.flush()
+    os.write(fd, text.encode(sys.stderr.encoding or "utf-8", "backslashreplace"))
+
+
 def _report_interrupt(message: str | Callable[[], str]) -> None:
     """Print the interrupted message; a second Ctrl-C meanwhile must not turn into a traceback."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        print(f"\n{message() if callable(message) else message}", file=sys.stderr)
+        say(f"\n{message() if callable(message) else message}")
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
@@ -35,13 +48,13 @@ def run_cli(run, args, interrupted: str | Callable[[], str] = "interrupted.") ->
     try:
         return run(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
         _report_interrupt(interrupted)
         return 130
     except MemoryError:
-        print("error: out of memory; use a smaller --batch-size or fewer images at once.", file=sys.stderr)
+        say("error: out of memory; use a smaller --batch-size or fewer images at once.")
         return 2
     except BrokenPipeError:  # stdout closed early (e.g. `python infer.py ... | head -1`): nothing more to say
         devnull = os.open(os.devnull, os.O_WRONLY)
