@@ -16,8 +16,7 @@ from snn.lif.backends import check_supported, features_used, get_lif_function
 from snn.lif.spec import DEFAULT_TAU, DEFAULT_THRESH, LIFSpec, check_tau_values, resolve_spec, takes_options
 from snn.time_distributed import TimeDistributed, apply_per_step, direct_encode  # noqa: F401  (re-exported)
 
-TAU_PARAMS = ("clamp", "sigmoid")
-DEFAULT_SPEC = LIFSpec()  # the spec of a call that names no option (no LIFSpec built and checked per call)  # how a learnable tau is kept in [0, 1] (LIFSpike's tau_param)
+TAU_PARAMS = ("clamp", "sigmoid")  # how a learnable tau is kept in [0, 1] (LIFSpike's tau_param)
 
 
 class _Sigmoid(nn.Module):
@@ -46,7 +45,7 @@ def lif_spike(x: torch.Tensor, tau=DEFAULT_TAU, thresh=DEFAULT_THRESH, gamma: fl
     lacks an option says so in one sentence.
     """
     try:
-        spec = (spec or DEFAULT_SPEC) if gamma is None and not options else resolve_spec(spec, gamma, **options)
+        spec = resolve_spec(spec, gamma, **options)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"lif_spike: {exc}") from None
     tensor_params = isinstance(tau, torch.Tensor) or isinstance(thresh, torch.Tensor)

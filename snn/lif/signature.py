@@ -64,12 +64,7 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
         if time_dim not in TIME_DIMS:
             raise ValueError(f"{name}: time_dim must be 1 ([B, T, ...]) or 0 ([T, B, ...]), got {time_dim!r}")
         try:
-            if gamma is None and not options:
-                # No option given as a keyword (the common calls): resolve_spec would return ``spec`` or LIFSpec().
-                if spec is None:
-                    spec = default_spec
-            else:
-                spec = resolve_spec(spec, gamma, **options)
+            spec = resolve_spec(spec, gamma, **options)
             x_bt = x.transpose(0, 1) if time_dim == 0 else x
             # A number already in range is what neuron_shape_param returns (tested here in eager; a number
             # Dynamo traces symbolically cannot be tested, neuron_shape_param knows that).
@@ -108,7 +103,6 @@ def make_lif_function(core, name: str, accepts_custom_surrogate: bool = False, h
             return LIFOutput(spikes, v, h)
         return spikes
 
-    default_spec = LIFSpec()  # the spec of a call that names no option
     lif.__name__ = lif.__qualname__ = name
     lif.__doc__ = (
         f"""Spikes of a LIF layer driven by ``x`` (``[B, T, ...]``, or ``[T, B, ...]`` with ``time_dim=0``).

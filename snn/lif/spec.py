@@ -350,7 +350,10 @@ def empty_like_input(x: torch.Tensor, time_major: bool, dtype: torch.dtype | Non
 def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) -> LIFSpec:
     """The spec of a call that takes the options as ``spec=`` or as keywords (``gamma``: the seed's
     name for ``alpha``), refusing a call that gives both, gives the surrogate's parameter twice, or
-    names an option that does not exist."""
+    names an option that does not exist. A call that names none gets ``spec`` or the shared default
+    spec without building one (the common call: nothing to check per call)."""
+    if gamma is None and not options:
+        return DEFAULT_SPEC if spec is None else spec
     unknown = [name for name in options if name not in OPTION_NAMES]
     if unknown:
         raise TypeError(f"unexpected keyword argument {unknown[0]!r} (the neuron's options are "
@@ -365,6 +368,9 @@ def resolve_spec(spec: LIFSpec | None, gamma: float | None = None, **options) ->
     if any(value != getattr(defaults, name) for name, value in options.items()):
         raise ValueError("pass the options either as spec= or as keywords, not both")
     return spec
+
+
+DEFAULT_SPEC = LIFSpec()  # frozen: one instance serves every call that names no option
 
 
 def takes_options(fn):
