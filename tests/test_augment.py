@@ -60,3 +60,38 @@ def test_stroke_width_changes_only_the_chosen_images_and_exactly_by_the_square()
     assert torch.equal(out[0].int(), windows.amax(0)[0])
     assert torch.equal(out[1], images[1])
     assert torch.equal(out[2].int(), windows.amin(0)[2])
+
+
+def test_stroke_change_of_the_chosen_images_alone_equals_the_whole_batch_select():
+    """snn.augment._morph_chosen: the CPU's in-place subset and the GPU's select give the same pixels."""
+    from snn.augment import _morph_chosen
+
+    x = torch.rand((9, 1, 28, 28), generator=torch.Generator().manual_seed(1)) * 255
+    chosen = torch.tensor([1, 0, 0, 1, 1, 0, 0, 0, 1], dtype=torch.bool)
+    for combine in (torch.maximum, torch.minimum):
+        select = _morph_chosen(x.clone(), chosen, combine, subset=False)
+        subset = _morph_chosen(x.clone(), chosen, combine, subset=True)
+        assert torch.equal(select, subset)
+        assert torch.equal(subset[~chosen], x[~chosen]) and not torch.equal(subset[chosen], x[chosen])
+    assert torch.equal(_morph_chosen(x.clone(), torch.zeros(9, dtype=torch.bool), torch.maximum), x)
+
+
+def test_training_augments_in_chunks_and_gets_the_pixels_of_one_call_per_step():
+    """snn.training.step_images augments snn.augment.CHUNK images of consecutive steps at a time; each
+    step's images equal augmenting that step alone (so the chunk size never changes a run)."""
+    from snn.augment import CHUNK
+    from snn.training import epoch_shifts, shift_images, step_images
+
+    cpu = torch.device("cpu")
+    n, batch = CHUNK + 700, 300  # a chunk boundary inside a step, and a short last step
+    images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    steps = list(torch.arange(n).split(batch))
+    shifts, draws = epoch_shifts(n, 2, 0, 1, cpu), epoch_parameters(n, 0, 1, cpu)
+    chunked = list(step_images(images, order, steps, shifts, draws, PRESETS["full"]))
+    assert [len(b) for b in chunked] == [len(s) for s in steps]
+    for mine, got in zip(steps, chunked):
+        alone = augment_batch(shift_images(images[order[mine]], shifts[mine]), draws[mine], PRESETS["full"])
+        assert torch.equal(got, alone)
+    plain = list(step_images(images, order, steps, None, None, None))
+    assert all(torch.equal(got, images[order[mine]]) for mine, got in zip(steps, plain))
