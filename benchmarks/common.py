@@ -138,13 +138,6 @@ def saved_storages(forward: Callable[[], object]) -> dict[int, int]:
     return storages
 
 
-def saved_bytes(forward: Callable[[], object], inputs=()) -> tuple[int, int]:
-    """``(all, new)`` saved bytes; ``new`` leaves out storages shared with ``inputs`` (the caller holds those)."""
-    storages = saved_storages(forward)
-    skip = {t.untyped_storage().data_ptr() for t in inputs}
-    return sum(storages.values()), sum(n for p, n in storages.items() if p not in skip)
-
-
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64 (the difference's norm when b is zero)."""
     diff, denom = (a.double() - b.double()).norm().item(), b.double().norm().item()

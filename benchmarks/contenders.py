@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import inspect
 import os
 import sys
 import time
@@ -42,7 +41,6 @@ class Runner:
     g: torch.Tensor  # upstream gradient, native layout
     to_btn: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # native -> [B, T, N]
     info: dict = field(default_factory=dict)  # what actually ran (backend, surrogate, compile time)
-    compare_grad: bool = True  # False when the backward uses a different surrogate
 
     def forward(self) -> torch.Tensor:
         return self.fn(self.x)
@@ -129,7 +127,7 @@ def _import_spikingjelly():
         from spikingjelly.activation_based import functional, neuron, surrogate
     except Exception as exc:  # ImportError, or a missing dependency raising something else
         raise Unavailable(f"spikingjelly is not importable ({type(exc).__name__}: {exc}); on the GPU machine put its "
-                          "wheel (and loguru's; cupy's for the cupy backend) in .whl/ (benchmarks/README.md)") from exc
+                          "wheel (and loguru's) in .whl/ (benchmarks/README.md)") from exc
     return neuron, surrogate, functional, importlib.metadata.version("spikingjelly")
 
 
@@ -166,61 +164,33 @@ def _make_sj_compiled(x: torch.Tensor, g: torch.Tensor) -> Runner:
     return _timed_compile(sj_reference_runner(x, g, compiled=True), warm_calls=2)  # 2nd call: guards settle
 
 
-def _make_spikingjelly(backend: str):
-    def make(x: torch.Tensor, g: torch.Tensor) -> Runner:
-        neuron, surrogate, functional, version = _import_spikingjelly()
-        info, compare_grad = {"spikingjelly": version, "backend": backend}, True
-        pq = surrogate.PiecewiseQuadratic(alpha=1.0)
-        if "backend" in inspect.signature(neuron.LIFNode.__init__).parameters:  # <= 0.0.0.1.x: per node
-            if backend == "cupy":
-                try:
-                    import cupy  # noqa: F401
-                except Exception as exc:
-                    raise Unavailable(f"cupy is not importable ({type(exc).__name__}: {exc})") from exc
-            tried, x_native = [], sj_native(x, g)[0].detach()
-            for surrogate_fn in (pq, surrogate.Sigmoid()):  # cupy lacks PiecewiseQuadratic: then gradients not compared
-                try:
-                    node = neuron.LIFNode(**SJ_NODE_ARGS, surrogate_function=surrogate_fn, backend=backend).to(x.device)
-                    if backend not in node.supported_backends:
-                        raise Unavailable(f"spikingjelly {version} LIFNode has backends {node.supported_backends}, not {backend!r}")
-                    functional.reset_net(node)
-                    node(x_native[:, :1])  # builds its kernel for this surrogate
-                    compare_grad = surrogate_fn is pq
-                    info["surrogate"] = type(surrogate_fn).__name__ + ("" if compare_grad else " (gradients not compared)")
-                    break
-                except Unavailable:
-                    raise
-                except Exception as exc:
-                    tried.append(f"{type(surrogate_fn).__name__}: {type(exc).__name__}: {exc}"[:200])
-            else:
-                raise Unavailable(f"spikingjelly {version} {backend} backend failed on {x.dtype}: {tried}")
-        else:  # >= 2: providers (cuda / triton / torch) chosen by SJ_LIF_CUDA_IMPLEMENTATION
-            if backend == "cupy":
-                raise Unavailable(f"spikingjelly {version} has no cupy backend (its CUDA providers are 'cuda', 'triton', 'torch')")
-            node = neuron.LIFNode(**SJ_NODE_ARGS, surrogate_function=pq).to(x.device)
-            if x.dtype != torch.float32:  # 16-bit takes its Triton path only with an explicit neuron precision
-                try:
-                    from spikingjelly.activation_based.precision import PrecisionConfig, prepare_model_for_precision
+def _make_sj_triton(x: torch.Tensor, g: torch.Tensor) -> Runner:
+    """SpikingJelly 2's LIFNode on its Triton provider (chosen by SJ_LIF_CUDA_IMPLEMENTATION at import)."""
+    neuron, surrogate, functional, version = _import_spikingjelly()
+    info = {"spikingjelly": version}
+    pq = surrogate.PiecewiseQuadratic(alpha=1.0)
+    node = neuron.LIFNode(**SJ_NODE_ARGS, surrogate_function=pq).to(x.device)
+    if x.dtype != torch.float32:  # 16-bit takes its Triton path only with an explicit neuron precision
+        try:
+            from spikingjelly.activation_based.precision import PrecisionConfig, prepare_model_for_precision
 
-                    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[x.dtype]
-                    config = PrecisionConfig(mode=name, neuron_storage=name, neuron_fwd="fp32", neuron_bwd="fp32")
-                    node = getattr(prepare_model_for_precision(node, x.device, config), "model", node)
-                    info["precision"] = f"neuron_storage={name}, fwd/bwd compute fp32"
-                except Exception as exc:
-                    raise Unavailable(f"spikingjelly {version}: no Triton path for {x.dtype} ({type(exc).__name__}: {exc})"[:400]) from exc
-            node(sj_native(x, g)[0].detach())
-            try:  # which provider really ran (private API; say so when it cannot be read)
-                from spikingjelly._ops.lif import _selection
+            name = {torch.bfloat16: "bf16", torch.float16: "fp16"}[x.dtype]
+            config = PrecisionConfig(mode=name, neuron_storage=name, neuron_fwd="fp32", neuron_bwd="fp32")
+            node = getattr(prepare_model_for_precision(node, x.device, config), "model", node)
+            info["precision"] = f"neuron_storage={name}, fwd/bwd compute fp32"
+        except Exception as exc:
+            raise Unavailable(f"spikingjelly {version}: no Triton path for {x.dtype} ({type(exc).__name__}: {exc})"[:400]) from exc
+    node(sj_native(x, g)[0].detach())
+    try:  # which provider really ran (private API; say so when it cannot be read)
+        from spikingjelly._ops.lif import _selection
 
-                info["backend"] = _selection.diagnostics(x.device)["implementation"]
-            except Exception as exc:
-                info["backend"] = f"unverified ({type(exc).__name__})"
-            if info["backend"] != "triton" and not info["backend"].startswith("unverified"):
-                raise Unavailable(f"spikingjelly {version} selected its {info['backend']!r} provider, not 'triton' "
-                                  f"({SJ_PROVIDER_ENV}={os.environ.get(SJ_PROVIDER_ENV)!r})")
-        return _sj_runner(node, functional, x, g, info=info, compare_grad=compare_grad)
-
-    return make
+        info["backend"] = _selection.diagnostics(x.device)["implementation"]
+    except Exception as exc:
+        info["backend"] = f"unverified ({type(exc).__name__})"
+    if info["backend"] != "triton" and not info["backend"].startswith("unverified"):
+        raise Unavailable(f"spikingjelly {version} selected its {info['backend']!r} provider, not 'triton' "
+                          f"({SJ_PROVIDER_ENV}={os.environ.get(SJ_PROVIDER_ENV)!r})")
+    return _sj_runner(node, functional, x, g, info=info)
 
 
 CONTENDERS: tuple[Contender, ...] = (
@@ -231,8 +201,7 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("ours-cpu-fused", "ours: torch backend (fused C kernel on CPU)", ("input",), _eager(lif_torch)),
     Contender("sj-compiled", "torch.compile(SpikingJelly LIFNode)", ("fp32", "input"), _make_sj_compiled, tie_tolerant=True),
     Contender("ours-triton", "ours: Triton kernel", ("fp32",), _make_triton, timed_on_cpu=False),
-    Contender("sj-triton", "SpikingJelly triton", ("fp32",), _make_spikingjelly("triton"), cuda_only=True, tie_tolerant=True),
-    Contender("sj-cupy", "SpikingJelly cupy", ("fp32",), _make_spikingjelly("cupy"), cuda_only=True, tie_tolerant=True),
+    Contender("sj-triton", "SpikingJelly triton", ("fp32",), _make_sj_triton, cuda_only=True, tie_tolerant=True),
 )
 ORDER = [c.key for c in CONTENDERS]
 REFERENCE, COMPILED, OURS_GPU, OURS_CPU = "seed-index", "seed-compiled", "ours-triton", "ours-cpu-fused"

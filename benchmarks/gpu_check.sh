@@ -37,11 +37,7 @@
 #   ignored .whl/ folder and carry it along; this script installs them with
 #   `pip install --no-index --no-deps --target <artifacts>/site` and puts that on PYTHONPATH:
 #       pip download --no-deps -d .whl spikingjelly==2.0.0 loguru
-#   spikingjelly >= 2 has a Triton backend and no cupy one; 0.0.0.0.14 has cupy and no Triton
-#   (put `spikingjelly==0.0.0.0.14` there instead to measure cupy: one version per run). The cupy
-#   backend also needs cupy for the machine's CUDA (cupy-cuda13x for torch.version.cuda 13.x,
-#   cupy-cuda12x for 12.x; the H200 image has cupy-cuda13x already). The suite runs whichever
-#   backend the installed version has and states why the other is skipped.
+#   the suite compares with spikingjelly 2.0.0's Triton provider (2.0 has no cupy backend).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
@@ -187,7 +183,7 @@ run_stage() {  # name, budget seconds, log file, command...
     esac
 }
 
-# --- 0: optional wheels (SpikingJelly, cupy) -----------------------------------------------------
+# --- 0: optional wheels (SpikingJelly) ----------------------------------------------------------
 if [[ $INSTALL -eq 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
     # Into a private folder on PYTHONPATH: the machine's own environment is left as it is.
     if timeout 90 "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \

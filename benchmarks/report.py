@@ -124,7 +124,7 @@ def targets(med: dict, copy, cuda: bool, train: dict | None) -> list[list[str]]:
     """Issue 11's CPU targets (the fused C kernel) or the H200's (the Triton kernel), measured, never projected."""
     ours = OURS_GPU if cuda else OURS_CPU
     rows = []
-    rivals = ("seed-unbind", COMPILED, "sj-triton", "sj-cupy") if cuda else (COMPILED, "sj-compiled")
+    rivals = ("seed-unbind", COMPILED, "sj-triton") if cuda else (COMPILED, "sj-compiled")
     for rival in rivals:
         pairs = [(med[(c, m, rival)]["median"] / r["median"], f"{c} {MODE[m]}") for (c, m, k), r in med.items()
                  if k == ours and (c, m, rival) in med]
