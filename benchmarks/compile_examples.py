@@ -7,12 +7,14 @@ ours compiled, peer eager, peer compiled) interleaved call by call (``benchmarks
 
 * ``sj_csnn``: SpikingJelly's ``conv_fashion_mnist`` CSNN against our :class:`snn.csnn.SpikingCSNN` with its weights.
 * ``tutorial5``: snnTorch tutorial 5, 784-1000-10 ``Leaky`` (beta 0.95, subtract reset), T=25; the loss sums the
-  per-step cross-entropy of the output membrane (theirs) / of the output layer's input current (ours: same FLOPs).
-* ``tutorial6``: snnTorch tutorial 6, 12C5-MP2-64C5-MP2-FC10, T=50, beta 0.5, ``fast_sigmoid`` (slope 25) for
-  theirs, ``surrogate="atan"`` for ours; snnTorch's rate cross-entropy against ours on the mean output spikes.
+  per-step cross-entropy of the output layer's membrane (ours: its ``h``, with its gradient).
+* ``tutorial6``: snnTorch tutorial 6, 12C5-MP2-64C5-MP2-FC10, T=50, beta 0.5, ``fast_sigmoid`` (slope 25);
+  snnTorch's rate cross-entropy on the output spikes, for both.
 
-Our ports use our LIF with ``reset="soft"`` for snnTorch's subtract reset. Compilation and two warm-up steps
-happen before timing.
+Our ports are the same networks with snnTorch's neurons as :func:`snn.peers.leaky` builds them (exact:
+``reset="subtract_next"``, its surrogates) and the peer's weights; before timing, each port's output
+and loss are checked equal to the peer's (``check_equal``). Compilation and two warm-up steps happen
+before timing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import interleaved
-from snn import LIFSpike, TimeDistributed, direct_encode
+from snn import TimeDistributed, direct_encode
+from snn.peers import leaky
 
 
 class Tutorial5Theirs(nn.Module):
@@ -49,11 +52,12 @@ class Tutorial5Theirs(nn.Module):
 class Tutorial5Ours(nn.Module):
     def __init__(self, steps: int):
         super().__init__()
-        self.steps, self.fc1, self.lif1 = steps, TimeDistributed(nn.Linear(784, 1000)), LIFSpike(tau=0.95, reset="soft")
-        self.fc2 = TimeDistributed(nn.Linear(1000, 10))
+        self.steps, self.fc1, self.lif1 = steps, TimeDistributed(nn.Linear(784, 1000)), leaky(0.95)
+        self.fc2, self.lif2 = TimeDistributed(nn.Linear(1000, 10)), leaky(0.95)
 
     def forward(self, x):
-        return self.fc2(self.lif1(self.fc1(direct_encode(x, self.steps)))).transpose(0, 1)  # [T, B, 10]
+        current = self.fc2(self.lif1(self.fc1(direct_encode(x, self.steps))))
+        return self.lif2(current, return_h=True).h.transpose(0, 1)  # snnTorch's mem2 of every step, [T, B, 10]
 
 
 class Tutorial6Theirs(nn.Module):
@@ -76,13 +80,33 @@ class Tutorial6Theirs(nn.Module):
 class Tutorial6Ours(nn.Module):
     def __init__(self, steps: int):
         super().__init__()
-        lif = lambda: LIFSpike(tau=0.5, reset="soft", surrogate="atan")  # noqa: E731
-        self.steps, self.net = steps, nn.Sequential(*(TimeDistributed(m) if not isinstance(m, LIFSpike) else m for m in (
-            nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), lif(), nn.Conv2d(12, 64, 5), nn.MaxPool2d(2), lif(),
-            nn.Flatten(), nn.Linear(1024, 10), lif())))
+        from snntorch import surrogate
+
+        lif = lambda: leaky(0.5, spike_grad=surrogate.fast_sigmoid(slope=25))  # noqa: E731
+        self.steps, self.net = steps, nn.Sequential(
+            TimeDistributed(nn.Conv2d(1, 12, 5)), TimeDistributed(nn.MaxPool2d(2)), lif(), TimeDistributed(nn.Conv2d(12, 64, 5)),
+            TimeDistributed(nn.MaxPool2d(2)), lif(), TimeDistributed(nn.Flatten()), TimeDistributed(nn.Linear(1024, 10)), lif())
 
     def forward(self, x):
         return self.net(direct_encode(x, self.steps)).transpose(0, 1)  # spikes [T, B, 10]
+
+
+def share_weights(ours: nn.Module, theirs: nn.Module) -> None:
+    """Copy the peer's Linear/Conv weights into our port (the same layers in the same order)."""
+    kinds = (nn.Linear, nn.Conv2d)
+    pairs = zip([m for m in ours.modules() if isinstance(m, kinds)], [m for m in theirs.modules() if isinstance(m, kinds)])
+    with torch.no_grad():
+        for a, b in pairs:
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+
+
+def check_equal(name, ours, theirs, loss_ours, loss_theirs, images, target) -> str:
+    """Our port's output and loss against the peer's, same weights and input (before any timing)."""
+    a, b = ours(images), theirs(images)
+    la, lb = loss_ours(a, target), loss_theirs(b, target)
+    mismatch = (a != b).float().mean().item()
+    return f"{name}: outputs equal {torch.equal(a, b)} (fraction differing {mismatch:.2g}), loss {la.item():.6g} vs {lb.item():.6g}"
 
 
 def per_step_ce(out, target):
@@ -108,10 +132,13 @@ def examples(args) -> dict:
         out["sj_csnn"] = (ours, theirs, mse_rate, mse_rate, torch.rand(args.csnn_batch, 1, 28, 28, generator=gen), functional.reset_net)
     torch.manual_seed(0)
     if "tutorial5" in args.examples:
-        out["tutorial5"] = (Tutorial5Ours(25), Tutorial5Theirs(25), per_step_ce, per_step_ce, torch.rand(args.t5_batch, 784, generator=gen), None)
+        ours, theirs = Tutorial5Ours(25), Tutorial5Theirs(25)
+        share_weights(ours, theirs)
+        out["tutorial5"] = (ours, theirs, per_step_ce, per_step_ce, torch.rand(args.t5_batch, 784, generator=gen), None)
     if "tutorial6" in args.examples:
-        out["tutorial6"] = (Tutorial6Ours(50), Tutorial6Theirs(50), lambda s, t: F.cross_entropy(s.mean(0), t), snntorch_rate_ce,
-                            torch.rand(args.t6_batch, 1, 28, 28, generator=gen), None)
+        ours, theirs = Tutorial6Ours(50), Tutorial6Theirs(50)
+        share_weights(ours, theirs)
+        out["tutorial6"] = (ours, theirs, snntorch_rate_ce, snntorch_rate_ce, torch.rand(args.t6_batch, 1, 28, 28, generator=gen), None)
     return out
 
 
@@ -141,6 +168,8 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}", flush=True)
     for name, (ours, theirs, loss_ours, loss_theirs, images, reset) in examples(args).items():
         target, peer_reset = torch.arange(images.shape[0]) % 10, reset and (lambda: reset(theirs))
+        if name != "sj_csnn":  # the CSNN's equality with SpikingJelly is tests/test_csnn.py's
+            print(check_equal(name, ours, theirs, loss_ours, loss_theirs, images, target), flush=True)
         torch._dynamo.reset()
         steps = {"ours eager": training_step(ours, loss_ours, images, target),
                  "ours compiled": training_step(torch.compile(ours), loss_ours, images, target),

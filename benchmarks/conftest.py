@@ -75,6 +75,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("contender", CONTENDERS, ids=ORDER)
 
 
+HAND_WRITTEN = "<!-- hand-written from here on: --bench-report rewrites only what is above this line -->"
 LIF_TEST_ORDER = ("test_lif_matches_reference", "test_lif_saved_bytes", "test_lif_timed")
 
 
@@ -134,6 +135,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     text = render({"meta": _meta(config), "records": [r for r in RESULTS if r["kind"] != "meta"]})
     terminalreporter.write_sep("=", "snn benchmark report (Markdown)")
     terminalreporter.write_line(text)
-    if config.getoption("--bench-report"):
-        Path(config.getoption("--bench-report")).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.getoption("--bench-report")).write_text(text + "\n")
+    if config.getoption("--bench-report"):  # replaces the generated part; keeps what follows HAND_WRITTEN
+        path = Path(config.getoption("--bench-report"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = path.read_text() if path.exists() else ""
+        path.write_text(text + "\n" + (f"\n{old[old.index(HAND_WRITTEN):]}" if HAND_WRITTEN in old else ""))
