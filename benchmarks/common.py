@@ -111,10 +111,12 @@ def time_call(benchmark, fn: Callable[[], object], device: torch.device) -> dict
 
 def interleaved(calls: dict[str, Callable[[], object]], reps: int, number: int = 1) -> dict:
     """``torch.utils.benchmark`` Measurements by name, each call timed ``number`` times per turn, in
-    turn, ``reps`` turns (A B A B ...: a machine whose speed drifts slows every contender alike)."""
+    turn, ``reps`` turns (A B A B ...: a machine whose speed drifts slows every contender alike), at
+    the caller's thread count (``Timer`` runs at one thread unless told: it was, before 2026-12-03)."""
     from torch.utils.benchmark import Measurement, Timer
 
-    timers = {name: Timer("fn()", globals={"fn": fn}, label=name) for name, fn in calls.items()}
+    threads = torch.get_num_threads()
+    timers = {name: Timer("fn()", globals={"fn": fn}, label=name, num_threads=threads) for name, fn in calls.items()}
     turns: dict[str, list] = {name: [] for name in calls}
     for _ in range(reps):
         for name, timer in timers.items():

@@ -64,6 +64,20 @@ def test_compile_fullgraph_no_graph_breaks(backend):
         assert (explained.graph_break_count, explained.graph_count) == (0, 1), f"{backend}: {explained.break_reasons}"
 
 
+def test_compiling_a_layer_that_returns_its_potentials_warns_nothing():
+    """A membrane output (return_h) under torch.compile: no warning reaches the user (Dynamo warned
+    about the lru_cache of the feature check when it traced through it)."""
+    import warnings
+
+    layer = LIFSpike(reset="subtract_next", detach_reset=True, surrogate="atan")
+    x = torch.rand(2, 3, 5, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = torch.compile(lambda t: layer(t, return_h=True), backend="aot_eager")(x)
+        out.h.sum().backward()
+    assert torch.equal(out.h, layer(x, return_h=True).h)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_compile_matches_eager_and_recompiles_at_most_once(backend):
     """Spikes identical to eager over changing batch sizes; the compilations counted.

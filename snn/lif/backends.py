@@ -35,6 +35,8 @@ def features_used(spec: LIFSpec, *, tensor_params=False, v0=False, return_v=Fals
                   time_dim=1) -> frozenset[str]:
     """The :data:`FEATURES` a call with these options needs (cached per spec and flags)."""
     flags = (bool(tensor_params), bool(v0), bool(return_v), bool(return_h), time_dim == 0)
+    if torch.compiler.is_compiling():  # traced once per graph: the cache would only earn Dynamo's warning about it
+        return _features_of_spec.__wrapped__(spec, *flags)
     try:
         return _features_of_spec(spec, *flags)
     except TypeError:  # an unhashable spike function: not cached
