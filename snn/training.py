@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from snn.augment import CHUNK, augment_batch, epoch_parameters
+from snn.augment import augment_batch, epoch_parameters
 from snn.data import to_float_images
 from snn.distributed import SINGLE, shard
 
@@ -119,30 +119,6 @@ def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(padded, 1, index).view(batch, height, width)
 
 
-def step_images(images, order, steps, shifts, draws, augment):
-    """The uint8 images of each step (``steps``: positions in the epoch's ``order``), shifted by
-    ``shifts`` and changed by ``augment`` (with its ``draws``) where given.
-
-    Augmentation runs on the images of consecutive steps, :data:`snn.augment.CHUNK` at a time, and
-    is split back per step: the pixels a per-step call gives (an image's result depends only on
-    itself and its draws), at half the CPU cost.
-    """
-    def gather(positions):
-        index = order[positions]
-        return images[index] if shifts is None else shift_images(images[index], shifts[positions])
-
-    if augment is None:
-        yield from (gather(mine) for mine in steps)
-        return
-    group: list[torch.Tensor] = []
-    for i, mine in enumerate(steps):
-        group.append(mine)
-        if sum(map(len, group)) >= CHUNK or i + 1 == len(steps):
-            chunk = torch.cat(group)
-            yield from augment_batch(gather(chunk), draws[chunk], augment).split([len(m) for m in group])
-            group = []
-
-
 def training_step(model, optimizer, images_u8: torch.Tensor, labels: torch.Tensor, amp: bool = False, loss_name: str = "ce"):
     """One optimizer step on a uint8 image batch; returns ``(loss, logits)`` without syncing."""
     with autocast_context(images_u8.device, amp):
@@ -184,15 +160,15 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, *, batch_size, 
     start = time.perf_counter()
     global_batch = batch_size * world.size
     positions = torch.arange(len(order), device=device)
-    steps = []  # this rank's positions in the epoch's order, per step
-    for first in range(0, len(order), global_batch):
-        mine = shard(positions[first:first + global_batch], world)
+    for step, first in enumerate(range(0, len(order), global_batch)):
+        mine = shard(positions[first:first + global_batch], world)  # positions in the epoch's order
         if len(mine) == 0:  # a last global batch smaller than the number of ranks: dropped
             break
-        steps.append(mine)
-    batches = step_images(images, order, steps, shifts, draws, augment if augmenting else None)
-    for step, (first, mine, batch_images) in enumerate(zip(range(0, len(order), global_batch), steps, batches)):
-        y = labels[order[mine]]
+        index = order[mine]
+        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[mine])
+        if augmenting:
+            batch_images = augment_batch(batch_images, draws[mine], augment)
+        y = labels[index]
         batch_loss, logits = training_step(model, optimizer, batch_images, y, amp, loss)
         if scheduler is not None:
             scheduler.step()

@@ -76,22 +76,10 @@ def test_stroke_change_of_the_chosen_images_alone_equals_the_whole_batch_select(
     assert torch.equal(_morph_chosen(x.clone(), torch.zeros(9, dtype=torch.bool), torch.maximum), x)
 
 
-def test_training_augments_in_chunks_and_gets_the_pixels_of_one_call_per_step():
-    """snn.training.step_images augments snn.augment.CHUNK images of consecutive steps at a time; each
-    step's images equal augmenting that step alone (so the chunk size never changes a run)."""
-    from snn.augment import CHUNK
-    from snn.training import epoch_shifts, shift_images, step_images
-
-    cpu = torch.device("cpu")
-    n, batch = CHUNK + 700, 300  # a chunk boundary inside a step, and a short last step
-    images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
-    steps = list(torch.arange(n).split(batch))
-    shifts, draws = epoch_shifts(n, 2, 0, 1, cpu), epoch_parameters(n, 0, 1, cpu)
-    chunked = list(step_images(images, order, steps, shifts, draws, PRESETS["full"]))
-    assert [len(b) for b in chunked] == [len(s) for s in steps]
-    for mine, got in zip(steps, chunked):
-        alone = augment_batch(shift_images(images[order[mine]], shifts[mine]), draws[mine], PRESETS["full"])
-        assert torch.equal(got, alone)
-    plain = list(step_images(images, order, steps, None, None, None))
-    assert all(torch.equal(got, images[order[mine]]) for mine, got in zip(steps, plain))
+def test_an_images_result_does_not_depend_on_the_batch_it_comes_in():
+    """Augmenting a batch equals augmenting any split of it (so batch size and sharding change no pixel)."""
+    images = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    draws = epoch_parameters(300, 0, 1, torch.device("cpu"))
+    whole = augment_batch(images, draws, PRESETS["full"])
+    parts = torch.cat([augment_batch(images[i:i + 77], draws[i:i + 77], PRESETS["full"]) for i in range(0, 300, 77)])
+    assert torch.equal(whole, parts) and not torch.equal(whole, images)
