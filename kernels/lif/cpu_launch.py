@@ -397,8 +397,7 @@ def _dispatch_core(x, tau, thresh, spec, v0, return_v, return_h, time_major):
     if _plain_eager(x, tau_t, thresh_t, v0):
         if _cpu_tensors(x, tau_t, thresh_t, v0) and _library() is not None:
             if lif_ops.EAGER_FAST_PATH:  # read per call: tests and users switch it
-                if torch.is_grad_enabled() and (x.requires_grad or (tau_t is not None and tau_t.requires_grad) or (
-                        thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad)):
+                if lif_ops.backward_can_follow(x, tau_t, thresh_t, v0):
                     return lif_cpu_core(x, tau, thresh, spec, v0, return_v, return_h, time_major)
                 # No backward can follow (no_grad, inference, or nothing requires grad): the kernel alone, as
                 # LIFCpuFunction's forward would run it, without an autograd.Function around it.

@@ -330,9 +330,7 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
         tau_t, tau_f = _split(tau)
         thresh_t, thresh_f = _split(thresh)
         # Whether a backward can follow is decided here, outside the op (grad mode is off inside it).
-        grad = torch.is_grad_enabled() and (
-            x.requires_grad or (tau_t is not None and tau_t.requires_grad)
-            or (thresh_t is not None and thresh_t.requires_grad) or (v0 is not None and v0.requires_grad))
+        grad = backward_can_follow(x, tau_t, thresh_t, v0)
         save_h = return_h or (grad and not saves_input)
         args = FwdArgs(x=x, tau_t=tau_t, tau=tau_f, thresh_t=thresh_t, thresh=thresh_f, v0=v0, **_spec_kwargs(spec),
                        save_h=save_h, return_v=return_v, time_major=time_major)
@@ -344,6 +342,11 @@ def register_lif_ops(name: str, forward, backward, *, h_dtype=None, v_dtype=None
 
     core.__name__ = f"lif_core_{name}"
     return core
+
+
+def backward_can_follow(*tensors) -> bool:
+    """Grad mode is on and one of ``tensors`` (None entries skipped) requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _plain_eager(*tensors) -> bool:
