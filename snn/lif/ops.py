@@ -113,8 +113,9 @@ _NO_GRADS = FwdArgs(*(None,) * len(FwdArgs._fields))
 
 
 def schema(args, outputs) -> str:
-    """``(type name, ...) -> (Tensor, ...)`` for ``(name, type)`` pairs and output names."""
-    return "(" + ", ".join(f"{kind} {name}" for name, kind in args) + ") -> (" + ", ".join("Tensor" for _ in outputs) + ")"
+    """``(type name, ...) -> (Tensor, ...)`` for ``(name, type)`` pairs and output names (one output: ``-> Tensor``)."""
+    returns = "Tensor" if len(outputs) == 1 else "(" + ", ".join("Tensor" for _ in outputs) + ")"
+    return "(" + ", ".join(f"{kind} {name}" for name, kind in args) + ") -> " + returns
 
 
 _FWD_SCHEMA = schema(FWD_ARGS, FWD_OUTPUTS)
@@ -429,7 +430,7 @@ def _register_autograd(lib, name: str, op, setup_context, backward_formula) -> N
 # its input and output, as the seed's ZIF did.
 _surrogate_lib = torch.library.Library(NAMESPACE, "FRAGMENT")  # noqa: TOR901
 _SURROGATE_ARGS = (("z", "Tensor"), *((name, kind) for name, kind in _SPEC_ARGS if name in ("surrogate", "alpha")))
-torch.library.define(f"{NAMESPACE}::surrogate_spike", schema(_SURROGATE_ARGS, ("spike",)).replace("-> (Tensor)", "-> Tensor"),
+torch.library.define(f"{NAMESPACE}::surrogate_spike", schema(_SURROGATE_ARGS, ("spike",)),
                      lib=_surrogate_lib)
 
 
