@@ -131,8 +131,9 @@ def augment_batch(images: torch.Tensor, draws: torch.Tensor, spec: Augmentation)
     """``images`` (``uint8 [B, H, W]``) changed by ``spec`` using ``draws`` (rows of :func:`epoch_parameters`).
 
     Each image's result depends only on its own pixels and draws, not on the batch it comes in.
-    Training calls it per batch: between training steps that was 7-10 % cheaper than calls on 2048
-    images at a time, whose float intermediates outgrow the caches (``python -m benchmarks.augment_cost``).
+    Training calls it per batch: between training steps, calls on 2048 images at a time were no
+    cheaper (-2 % to +13 % dearer in three runs of ``python -m benchmarks.augment_cost``; their float
+    intermediates outgrow the caches).
     """
     if not spec.enabled or images.shape[0] == 0:
         return images
