@@ -31,10 +31,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from snn.lif.layers import LIFSpike
+from snn.lif.pool import lif_max_pool2d, unfused
 from snn.lif.spec import LIFOptions
 from snn.memory import check_memory, csnn_forward_low
 from snn.time_distributed import direct_encode, fold_time, unfold_time
@@ -130,21 +130,29 @@ class SpikingCSNN(nn.Module):
     def forward_with_spikes(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Output firing rates ``[B, 10]`` and the spikes of the four LIF layers: ``[B, T, C, 28, 28]``,
         ``[B, T, C, 14, 14]``, ``[B, T, C*16]``, ``[B, T, 10]``."""
+        return self._run(images, keep_spikes=True)
+
+    def _run(self, images: torch.Tensor, keep_spikes: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The network; ``keep_spikes=False`` lets each conv block's LIF and max-pooling run as one
+        fused pass (:func:`snn.lif.pool.lif_max_pool2d`: the same function, without storing the
+        full-resolution spikes), and returns None for the spikes."""
         batch, steps = images.shape[0], self.config.time_steps
+
+        def lif_pool(lif: LIFSpike, x: torch.Tensor):
+            return unfused(lif, x) if keep_spikes else (lif_max_pool2d(lif, x), None)
+
         current = self.bn1(self.conv1(images.reshape(batch, 1, 28, 28)))  # once per sample
-        spikes1 = self.lif1(direct_encode(current, steps))  # stride-0 time dim
-        x = F.max_pool2d(fold_time(spikes1), 2)
-        spikes2 = self.lif2(unfold_time(self.bn2(self.conv2(x)), batch))
-        x = F.max_pool2d(fold_time(spikes2), 2)
-        spikes3 = self.lif3(self.fc1(unfold_time(x, batch).flatten(2)))  # Linear acts on the last dim
+        x, spikes1 = lif_pool(self.lif1, direct_encode(current, steps))  # stride-0 time dim
+        x, spikes2 = lif_pool(self.lif2, unfold_time(self.bn2(self.conv2(fold_time(x))), batch))
+        spikes3 = self.lif3(self.fc1(x.flatten(2)))  # Linear acts on the last dim
         spikes4 = self.lif4(self.fc2(spikes3))
-        return spikes4.mean(dim=1), [spikes1, spikes2, spikes3, spikes4]
+        return spikes4.mean(dim=1), [spikes1, spikes2, spikes3, spikes4] if keep_spikes else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.memory == "low":
 
             return csnn_forward_low(self, images)
-        return self.forward_with_spikes(images)[0]
+        return self._run(images, keep_spikes=False)[0]
 
 
 # SpikingJelly's CSNN (examples/conv_fashion_mnist.py) state-dict prefixes -> ours.

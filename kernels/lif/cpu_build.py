@@ -190,6 +190,8 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library))
     lib.lif_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), ctypes.c_int]
     lib.lif_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), ctypes.c_int]
+    lib.lif_pool_forward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_FwdArgs), _i64, ctypes.c_int]
+    lib.lif_pool_backward.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_BwdArgs), _i64, ctypes.c_int]
     for name in ("lif_pack_bits", "lif_unpack_bits"):
         getattr(lib, name).argtypes = [ctypes.c_int, _p, _i64, _i64, _p, ctypes.c_int]
     BUILD_INFO["tile"] = lib.lif_tile()  # neurons per tile: tests cross its edges

@@ -437,3 +437,144 @@ int lif_unpack_bits(int dt, const uint8_t *bits, int64_t rows, int64_t n, void *
         for (int64_t j = 0; j < n; j++) ST(dt, s, r * n + j, (float)((bits[r * nb + j / 8] >> (j % 8)) & 1u));
     return 0;
 }
+
+/* ---- the LIF and a 2x2 max-pooling after it, fused (the CSNN's conv blocks, snn/lif_pool.py) ----
+ *
+ * Input x [B, T, C, H, W] (neurons contiguous: C*H*W = N; H and W even; any batch and time strides,
+ * so the first block's stride-0 time dimension is read in place); output: the spikes max-pooled 2x2,
+ * stride 2, [B, T, N/4] with strides osb, ost. A tile is whole pairs of image rows (2W neurons
+ * each: a pair never straddles two channels because H is even), so each pooling window lies in one
+ * tile. The forward writes the tile's full-resolution spikes only into a per-thread buffer; the
+ * backward recomputes h from x, takes each window's spikes from it and routes the pooled gradient
+ * where F.max_pool2d's backward routes it: to the window's first maximum in row-major order (the
+ * first spike, else the top-left element, as its strict > scan picks), as 0 + g (so -0 becomes +0,
+ * as in its zero-filled, accumulated grad_input); the other three get 0. Then the LIF's reverse
+ * step runs unchanged (bwd_step), so every gradient equals the unfused LIF + F.max_pool2d's bit
+ * for bit. The full-resolution spikes, the pooling's int64 indices and the full-resolution
+ * gradient of the spikes are never stored. Numbers tau/thresh only (n_param = 1), no v0, no final
+ * potential, no parameter gradients: the Python side falls back to the unfused pair otherwise. */
+
+INLINE int64_t pool_pairs_per_tile(int64_t width) { return TILE / (2 * width); }
+
+INLINE void pool_fwd_one_tile(const int dt, const int mode, const FwdArgs *a, int64_t width, int64_t tile, char *sbuf) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2, half = width / 2;
+    const int64_t ppt = pool_pairs_per_tile(width), pairs = a->N / (2 * width), ntn = (pairs + ppt - 1) / ppt;
+    const int64_t b = tile / ntn, r0 = (tile % ntn) * ppt, nr = pairs - r0 < ppt ? pairs - r0 : ppt;
+    const int64_t n0 = r0 * 2 * width, w = nr * 2 * width;
+    float v[TILE];
+    for (int64_t j = 0; j < w; j++) v[j] = 0.0f;
+    fwd_tile(dt, 1, mode, 0, a->T, w, a->x + (b * a->xsb + n0) * esz, a->xst, 1, sbuf, NULL, w, 1, v,
+             a->params + P_TAU_MUL, a->params + P_TH_CMP, a->v_reset);
+    for (int64_t t = 0; t < a->T; t++) {
+        const char *st = sbuf + t * w * esz;
+        char *ot = a->s + (b * a->osb + t * a->ost + r0 * half) * esz;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t j = 0; j < half; j++) {
+                const int64_t i = r * 2 * width + 2 * j;
+                const float m = fmaxf(fmaxf(LD(dt, st, i), LD(dt, st, i + 1)), fmaxf(LD(dt, st, i + width), LD(dt, st, i + width + 1)));
+                ST(dt, ot, r * half + j, m); /* spikes are 0/1: the maximum is their OR */
+            }
+    }
+}
+
+typedef void (*PoolFwdFn)(const FwdArgs *, int64_t, int64_t, char *);
+#define DEF_PFWD(DT, M) \
+    static void pfwd_##DT##_##M(const FwdArgs *a, int64_t wd, int64_t t, char *sb) { pool_fwd_one_tile(DT, M, a, wd, t, sb); }
+#define DEF_PFWD_M(DT) DEF_PFWD(DT, 0) DEF_PFWD(DT, 1) DEF_PFWD(DT, 2) DEF_PFWD(DT, 3)
+DEF_PFWD_M(DT_F32) DEF_PFWD_M(DT_BF16) DEF_PFWD_M(DT_F16)
+#define ROW_PFWD(DT) { pfwd_##DT##_0, pfwd_##DT##_1, pfwd_##DT##_2, pfwd_##DT##_3 }
+static const PoolFwdFn PFWD[3][4] = { ROW_PFWD(DT_F32), ROW_PFWD(DT_BF16), ROW_PFWD(DT_F16) };
+
+static int pool_args_ok(int64_t N, int64_t width, int64_t xsn, int64_t n_param) {
+    return width >= 2 && width % 2 == 0 && 2 * width <= TILE && N % (2 * width) == 0 && xsn == 1 && n_param == 1;
+}
+
+/* a: the forward's arguments with s = the pooled output (osn unused), h, v0, vT and bits NULL; width = W.
+ * Returns 0, -1 for a bad argument, -2 when a buffer cannot be allocated. */
+int lif_pool_forward(int dt, int mode, const FwdArgs *a, int64_t width, int nthreads) {
+    if (dt < 0 || dt > 2 || mode < 0 || mode > 3 || !pool_args_ok(a->N, width, a->xsn, a->n_param)) return -1;
+    if (a->h || a->v0 || a->vT || a->bits) return -1;
+    const PoolFwdFn f = PFWD[dt][mode];
+    const int64_t esz = dt == DT_F32 ? 4 : 2, ppt = pool_pairs_per_tile(width);
+    const int64_t ntiles = a->B * ((a->N / (2 * width) + ppt - 1) / ppt);
+    int failed = 0;
+#pragma omp parallel num_threads(threads_for(a->B * a->T * a->N, nthreads)) reduction(|| : failed)
+    {
+        char *sbuf = malloc((size_t)(esz * a->T * TILE)); /* this thread's full-resolution spikes of one tile */
+        if (!sbuf) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < ntiles; tile++)
+            if (sbuf) f(a, width, tile, sbuf);
+        free(sbuf);
+    }
+    return failed ? -2 : 0;
+}
+
+INLINE void pool_bwd_one_tile(const int dt, const int sg, const int soft, const BwdArgs *a, int64_t width, int64_t tile,
+                              float *hb, char *gbuf) {
+    const int64_t esz = dt == DT_F32 ? 4 : 2, half = width / 2, T = a->T;
+    const int64_t ppt = pool_pairs_per_tile(width), pairs = a->N / (2 * width), ntn = (pairs + ppt - 1) / ppt;
+    const int64_t b = tile / ntn, r0 = (tile % ntn) * ppt, nr = pairs - r0 < ppt ? pairs - r0 : ppt;
+    const int64_t n0 = r0 * 2 * width, w = nr * 2 * width;
+    const int has_vr = a->v_reset != 0.0f;
+    float p[PARAM_ROWS][TILE], c[TILE];
+    fill_params(p, a->params, 1, 0, w);
+    recompute_h(dt, 1, soft, a, b, n0, w, p, c, hb);
+    const float th = a->params[P_TH_CMP]; /* n_param = 1: row r holds its number at r */
+    for (int64_t j = 0; j < w; j++) c[j] = 0.0f;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const float *ht = hb + t * w;
+        const char *gp = a->gs + (b * a->gsb + t * a->gst + r0 * half) * esz;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t j = 0; j < half; j++) {
+                const int64_t i = r * 2 * width + 2 * j;
+                const int64_t first = ht[i] > th ? i : ht[i + 1] > th ? i + 1 : ht[i + width] > th ? i + width
+                                    : ht[i + width + 1] > th ? i + width + 1 : i;
+                ST(dt, gbuf, i, 0.0f); ST(dt, gbuf, i + 1, 0.0f); ST(dt, gbuf, i + width, 0.0f); ST(dt, gbuf, i + width + 1, 0.0f);
+                ST(dt, gbuf, first, LD(dt, gp, r * half + j) + 0.0f);
+            }
+        char *gx = a->gx + (b * a->gxsb + t * a->gxst + n0) * esz;
+        if (t < T - 1)
+            bwd_step(dt, 1, sg, soft, 1, a->detach, has_vr, w, gbuf, 1, ht, gx, 1, c, p, a->v_reset, &a->k);
+        else
+            bwd_step(dt, 1, sg, soft, 0, a->detach, has_vr, w, gbuf, 1, ht, gx, 1, c, p, a->v_reset, &a->k);
+    }
+}
+
+typedef void (*PoolBwdFn)(const BwdArgs *, int64_t, int64_t, float *, char *);
+/* specialised per (dtype, surrogate) for the hard reset (the CSNN's IF neuron); other resets run the generic variant */
+#define DEF_PBWD(DT, SG) \
+    static void pbwd_##DT##_##SG(const BwdArgs *a, int64_t wd, int64_t t, float *hb, char *gb) { pool_bwd_one_tile(DT, SG, RS_HARD, a, wd, t, hb, gb); }
+#define DEF_PBWD_SG(DT) DEF_PBWD(DT, 0) DEF_PBWD(DT, 1) DEF_PBWD(DT, 2) DEF_PBWD(DT, 3) DEF_PBWD(DT, 4)
+DEF_PBWD_SG(DT_F32) DEF_PBWD_SG(DT_BF16) DEF_PBWD_SG(DT_F16)
+#define ROW_PBWD(DT) { pbwd_##DT##_0, pbwd_##DT##_1, pbwd_##DT##_2, pbwd_##DT##_3, pbwd_##DT##_4 }
+static const PoolBwdFn PBWD[3][N_SG] = { ROW_PBWD(DT_F32), ROW_PBWD(DT_BF16), ROW_PBWD(DT_F16) };
+#define DEF_PBWD_GENERIC(DT) \
+    static void pbwd_##DT##_generic(const BwdArgs *a, int64_t wd, int64_t t, float *hb, char *gb) { pool_bwd_one_tile(DT, a->sg, a->soft, a, wd, t, hb, gb); }
+DEF_PBWD_GENERIC(DT_F32) DEF_PBWD_GENERIC(DT_BF16) DEF_PBWD_GENERIC(DT_F16)
+static const PoolBwdFn PBWD_GENERIC[3] = { pbwd_DT_F32_generic, pbwd_DT_BF16_generic, pbwd_DT_F16_generic };
+
+/* a: the backward's arguments with gs = the pooled spikes' gradient [B, T, N/4] (strides gsb, gst), gx
+ * contiguous in the neurons, gv, v0, gv0, gtau, gth and work NULL; width = W. Returns as lif_backward. */
+int lif_pool_backward(int dt, int sg, int soft, const BwdArgs *a, int64_t width, int nthreads) {
+    if (dt < 0 || dt > 2 || sg < 0 || sg >= N_SG || soft < RS_HARD || soft > RS_NEXT) return -1;
+    if (a->sg != sg || a->soft != soft || (soft == RS_NEXT && !a->detach)) return -1;
+    if (!pool_args_ok(a->N, width, a->xsn, a->n_param) || a->gxsn != 1) return -1;
+    if (a->gv || a->v0 || a->gv0 || a->gtau || a->gth) return -1;
+    const PoolBwdFn f = soft == RS_HARD ? PBWD[dt][sg] : PBWD_GENERIC[dt];
+    const int64_t esz = dt == DT_F32 ? 4 : 2, ppt = pool_pairs_per_tile(width);
+    const int64_t ntiles = a->B * ((a->N / (2 * width) + ppt - 1) / ppt);
+    int failed = 0;
+#pragma omp parallel num_threads(threads_for(a->B * a->T * a->N, nthreads)) reduction(|| : failed)
+    {
+        float *hb = malloc(sizeof(float) * (size_t)a->T * TILE);
+        char *gbuf = malloc((size_t)esz * TILE); /* one step's full-resolution gradient of the tile's spikes */
+        if (!hb || !gbuf) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < ntiles; tile++)
+            if (hb && gbuf) f(a, width, tile, hb, gbuf);
+        free(hb);
+        free(gbuf);
+    }
+    return failed ? -2 : 0;
+}
