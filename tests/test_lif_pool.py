@@ -44,11 +44,10 @@ def run_both(layer, base, stride0, grad_of):
     return results
 
 
-def poisoned_empty(monkeypatch):
+def poisoned_outputs(monkeypatch):
     """Make the launchers' outputs start as NaN, so an element the kernel does not write shows."""
-    real = torch.empty
-    monkeypatch.setattr(cpu_pool.torch, "empty", lambda *a, **k: real(*a, **k).fill_(float("nan"))
-                        if k.get("dtype", torch.float32).is_floating_point else real(*a, **k))
+    real = cpu_pool.fresh_contiguous
+    monkeypatch.setattr(cpu_pool, "fresh_contiguous", lambda shape, dtype: real(shape, dtype).fill_(float("nan")))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -64,7 +63,7 @@ def test_fused_equals_unfused_bit_for_bit(monkeypatch, dtype, options, shape, st
     grad[..., 0, 0] = -0.0  # F.max_pool2d's backward turns -0 into +0 (0 + g): so must the kernel
     x = base.unsqueeze(1).expand(shape) if stride0 else base
     assert fusable(layer, x)
-    poisoned_empty(monkeypatch)
+    poisoned_outputs(monkeypatch)
     (fused, g_fused), (plain, g_plain) = run_both(layer, base, stride0, grad)
     assert fused.shape == (B, T, C, H // 2, W // 2) and fused.is_contiguous()
     assert torch.equal(fused, plain)

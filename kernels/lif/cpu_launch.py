@@ -75,6 +75,15 @@ def _fresh_output(x: torch.Tensor, time_major: bool) -> torch.Tensor:
     return empty_like_input(x, time_major, storage=OUTPUT_CACHE.storage(nbytes))
 
 
+def fresh_contiguous(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised contiguous tensor; a large one over a storage from :data:`OUTPUT_CACHE` (as
+    :func:`_fresh_output`: no page faults of a fresh allocation per call)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < LARGE_OUTPUT_BYTES:
+        return torch.empty(shape, dtype=dtype)
+    return torch.empty(0, dtype=dtype).set_(OUTPUT_CACHE.storage(nbytes), 0, shape)
+
+
 _STRIDES: dict = {}  # (shape, time_major) -> the strides of empty_like_input's buffer
 
 

@@ -23,7 +23,7 @@ import torch
 
 from snn.kernels.lif import cpu_build
 from snn.kernels.lif.cpu_launch import (_RESET_CODES, _f32, _forward_consts, _library, _round, _scalar_params,
-                                        _surrogate_consts)
+                                        _surrogate_consts, fresh_contiguous)
 from snn.lif import ops as lif_ops
 from snn.lif.spec import LIFSpec
 
@@ -43,7 +43,7 @@ def lif_pool_forward(x: torch.Tensor, tau: float, thresh: float, spec: LIFSpec) 
     lib = _library()
     B, T, C, H, W = x.shape
     N = C * H * W
-    out = torch.empty(pooled_shape(x), dtype=x.dtype)
+    out = fresh_contiguous(pooled_shape(x), x.dtype)
     if out.numel() == 0:
         return out
     table = _scalar_params(tau, thresh, x.dtype)
@@ -61,7 +61,7 @@ def lif_pool_backward(grad: torch.Tensor, x: torch.Tensor, tau: float, thresh: f
     lib = _library()
     B, T, C, H, W = x.shape
     N, dtype = C * H * W, x.dtype
-    grad_x = torch.empty(x.shape, dtype=dtype)
+    grad_x = fresh_contiguous(x.shape, dtype)
     if grad_x.numel() == 0:
         return grad_x
     grad = grad.to(dtype).contiguous()
