@@ -3,6 +3,7 @@
     python -m benchmarks.interleaved lif --shapes 128x6x512,1024x6x512 --dtypes float32,bfloat16 --reps 400
     python -m benchmarks.interleaved op-overhead [--backend torch] [--shape 32 6 512] [--min-run-time 1] [--through-op]
     python -m benchmarks.interleaved folding --batch 16 --steps 50 --reps 5
+    python -m benchmarks.interleaved lif-pool --channels 128 --batch 128 --reps 10
 
 * ``lif``: ``torch.compile`` of the seed loop against ``lif_spike(backend="torch")`` (the fused C kernel),
   forward under ``no_grad``, training forward and forward+backward, alternating on the same input so that a shared VM whose speed drifts
@@ -11,6 +12,9 @@
   registered op's overhead): forward under ``no_grad``, with grad, forward+backward.
 * ``folding``: how ``TimeDistributed`` should fold T: one module call over ``[B*T]`` against chunks of
   steps, forward+backward, for the layers of snnTorch's tutorial 6 and a Linear; ``auto`` is its pick.
+* ``lif-pool``: the CSNN's two conv blocks' LIF + 2x2 max-pooling (IF neuron, atan, T=4, fp32), the fused C
+  pass of :mod:`snn.lif.pool` against the LIF kernel and ``F.max_pool2d`` one after the other: forward
+  under ``no_grad`` and forward+backward.
 """
 
 from __future__ import annotations
@@ -99,6 +103,32 @@ def folding(args) -> None:
         print(f"{name}: " + ", ".join(f"{k}: {1e3 * m.median:.1f} ms" for k, m in interleaved(calls, args.reps).items()), flush=True)
 
 
+def lif_pool(args) -> None:
+    from snn.lif.layers import LIFSpike
+    from snn.lif.pool import fusable, lif_max_pool2d, unfused
+
+    layer = LIFSpike(tau=1.0, surrogate="atan")
+    for side in (28, 14):
+        shape = (args.batch, 4, args.channels, side, side)
+        x = (torch.randn(shape) * 1.2 + 0.5).requires_grad_()
+        grad = torch.randn(*shape[:3], side // 2, side // 2)
+        assert fusable(layer, x)
+
+        def train(fn):
+            return lambda: fn(x).backward(grad)
+
+        calls = {"fused forward": lambda: _no_grad(lambda v: lif_max_pool2d(layer, v), x),
+                 "unfused forward": lambda: _no_grad(lambda v: unfused(layer, v)[0], x),
+                 "fused forward+backward": train(lambda v: lif_max_pool2d(layer, v)),
+                 "unfused forward+backward": train(lambda v: unfused(layer, v)[0])}
+        for call in calls.values():
+            call()
+        m = interleaved(calls, args.reps)
+        print(f"{'x'.join(map(str, shape))}: " + ", ".join(f"{k} {1e3 * v.median:.1f} ms" for k, v in m.items())
+              + f"; forward {m['unfused forward'].median / m['fused forward'].median:.2f}x, forward+backward "
+              f"{m['unfused forward+backward'].median / m['fused forward+backward'].median:.2f}x", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,11 +147,15 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--chunks", default="1,2,5,10,25,all,auto")
+    p = sub.add_parser("lif-pool", help="the CSNN's LIF + max-pooling, fused against unfused")
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--reps", type=int, default=10)
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    {"lif": lif, "op-overhead": op_overhead, "folding": folding}[args.command](args)
+    {"lif": lif, "op-overhead": op_overhead, "folding": folding, "lif-pool": lif_pool}[args.command](args)
     print(f"load average after {os.getloadavg()}")
 
 

@@ -6,7 +6,8 @@
     python -m benchmarks.test_csnn --cuda [--dry-run]   # gpu_check.sh's stage (--dry-run: on the CPU, tiny)
 
 Contenders: SpikingJelly's CSNN eager (sj) and under torch.compile (sj-compiled), ours eager and
-compiled; fp32 and bf16 autocast; every row's contenders are called in turn (A B C D A B ...,
+compiled, and on request ``ours-unfused`` (each conv block's LIF and max-pooling as two layers, as
+before snn.lif.pool fused them); fp32 and bf16 autocast; every row's contenders are called in turn (A B C D A B ...,
 ``torch.utils.benchmark.Timer`` via ``benchmarks.common.interleaved``); on CUDA ``triton.testing.do_bench``.
 
 Skips SpikingJelly where it does not import (pip install --no-deps spikingjelly==2.0.0 loguru).
@@ -111,6 +112,16 @@ def test_csnn_inference(benchmark, batch, who):
 
 
 CONTENDERS = ("sj", "sj-compiled", "ours", "ours-compiled")
+# not in the default table: ours with each conv block's LIF and pooling as two layers (what the fused
+# pass of snn.lif.pool replaced; forward_with_spikes runs them so), for before/after rows
+EXTRA_CONTENDERS = ("ours-unfused",)
+
+
+class UnfusedCSNN(SpikingCSNN):
+    """SpikingCSNN whose conv blocks run the LIF and ``F.max_pool2d`` one after the other (same function)."""
+
+    def forward(self, images):
+        return self.forward_with_spikes(images)[0]
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -122,6 +133,9 @@ def contenders(channels: int, names=CONTENDERS) -> dict:
     chosen = {}
     for name in names:
         base = theirs if name.startswith("sj") else ours
+        if name == "ours-unfused":
+            base = UnfusedCSNN(ours.config)
+            base.load_state_dict(ours.state_dict())
         chosen[name] = (torch.compile(base) if name.endswith("compiled") else base, name.startswith("sj"))
     return chosen
 
@@ -136,7 +150,8 @@ def interleaved_row(functions: dict, rounds: int) -> tuple[dict, dict]:
     return {name: m.median for name, m in interleaved(functions, rounds).items()}, first
 
 
-PAIRS = (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"), ("ours", "ours-compiled"))
+PAIRS = (("sj", "ours"), ("sj-compiled", "ours"), ("sj-compiled", "ours-compiled"), ("ours", "ours-compiled"),
+         ("ours-unfused", "ours"))
 
 
 def table(kind: str, rows, dtypes, names, rounds: int) -> None:
@@ -159,7 +174,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="CSNN step and inference, ours vs SpikingJelly, interleaved")
     parser.add_argument("--shapes", default=",".join(f"{c}x{b}" for c, b in SHAPES), help="CxBATCH,... (training step)")
     parser.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"a subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help=f"a subset of {','.join(CONTENDERS + EXTRA_CONTENDERS)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--inference-batches", default="1,256", help="batches of the inference table ('' = none)")
     parser.add_argument("--no-training", action="store_true", help="the inference table only")

@@ -21,6 +21,11 @@ on the threshold; elsewhere the outputs are equal (``tests/test_csnn.py`` measur
   count, so :class:`RepeatedInputBatchNorm2d` updates it with the count SpikingJelly sees (T x).
 * Every later layer works per step by folding T into the batch (``[B*T, ...]``), as
   SpikingJelly's ``SeqToANNContainer`` does; tensors are ``[B, T, ...]`` (time on dim 1).
+* Each conv block's LIF and 2x2 max-pooling run as one pass (:func:`snn.lif.pool.lif_max_pool2d`:
+  the fused C kernel on the CPU, torch backend): the full-resolution spikes, the pooling's indices
+  and the full-resolution spike gradient are never stored, and the spikes and gradients are those of
+  the two layers one after the other, bit for bit. :meth:`SpikingCSNN.forward_with_spikes`, which
+  returns those spikes (firing rates, figures), runs the layers unfused.
 
 Parameter and buffer names are those of nn.Conv2d/BatchNorm2d/Linear, so SpikingJelly weights map
 one to one (``conv_fc.0`` -> ``conv1``, ``conv_fc.1`` -> ``bn1``, ... see :data:`SPIKINGJELLY_NAMES`).

@@ -27,6 +27,7 @@ from snn.kernels.lif.cpu_launch import (_RESET_CODES, _f32, _forward_consts, _li
 from snn.lif import ops as lif_ops
 from snn.lif.spec import LIFSpec
 
+
 def max_width() -> int:
     """The widest image row the kernel takes: a tile (lif_cpu.c's TILE neurons) must hold a pair of rows."""
     return cpu_build.BUILD_INFO["tile"] // 2

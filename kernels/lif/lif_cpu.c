@@ -1,8 +1,9 @@
 /* Fused LIF forward and backward for the CPU: one pass over time forward, one reverse pass backward.
  *
- * The neuron and both recurrences are specified and derived once, in snn/neuron.py; this file
- * implements them for fp32, bf16 and fp16 storage. It includes no torch header (it compiles in
- * about a second) and is built at first use by snn/lif_cpu.py, which calls it through ctypes.
+ * The neuron and both recurrences are specified and derived once, in snn/lif/spec.py; this file
+ * implements them for fp32, bf16 and fp16 storage. It includes no torch header (a plain C build,
+ * no torch extension) and is built at first use by kernels/lif/cpu_build.py; kernels/lif/cpu_launch.py
+ * and kernels/lif/cpu_pool.py call it through ctypes.
  *
  * Layout: every tensor is seen as [B, T, N] (N = the neuron dims flattened) with element strides,
  * so a time-major [T, B, N] buffer, a stride-0 time dimension (the same input at every step) and
@@ -12,7 +13,7 @@
  *
  * Rounding: each operation is evaluated as PyTorch evaluates it on the CPU: in fp32, with the result
  * rounded to the storage dtype (round to nearest even) after every op for bf16/fp16 (R() below),
- * in the grouping of snn/neuron.py. Built with -ffp-contract=off: a fused multiply-add would
+ * in the grouping of snn/lif/spec.py. Built with -ffp-contract=off: a fused multiply-add would
  * round v*tau + x once instead of twice and could flip a spike at the threshold. So spikes equal
  * the reference's in every dtype and fp32 input gradients equal reference autograd's bit for bit
  * for the triangle surrogate (sigmoid/atan call expf, whose last bit may differ from torch's).
@@ -20,7 +21,7 @@
  * Per-neuron parameters arrive as a [PARAM_ROWS, n_param] fp32 array (n_param = N, or 1 with
  * stride 0 for numbers), one row per use, because PyTorch rounds a Python number and a tensor
  * differently in 16-bit arithmetic (a product uses the number in fp32, a sum or comparison rounds
- * it to the dtype first); snn/lif_cpu.py fills the rows.
+ * it to the dtype first); kernels/lif/cpu_launch.py fills the rows.
  */
 #include <math.h>
 #include <stddef.h>
@@ -385,7 +386,7 @@ int lif_backward(int dt, int sg, int soft, const BwdArgs *a, int nthreads) {
     if (dt < 0 || dt > 2 || sg < 0 || sg >= N_SG || soft < RS_HARD || soft > RS_NEXT) return -1;
     const int contig = a->gsn == 1 && a->xsn == 1 && a->gxsn == 1;
     if (a->sg != sg || a->soft != soft) return -1;
-    if (soft == RS_NEXT && !a->detach) return -1; /* subtract_next is implemented detached (snn/neuron.py) */
+    if (soft == RS_NEXT && !a->detach) return -1; /* subtract_next is implemented detached (snn/lif/spec.py) */
     const BwdTileFn f = contig && soft != RS_NEXT ? BWD[dt][sg][soft] : BWD_GENERIC[dt];
     const int64_t B = a->B, N = a->N, ntiles = B * ((N + TILE - 1) / TILE);
     int failed = 0;

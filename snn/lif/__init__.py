@@ -6,6 +6,7 @@
 - :mod:`snn.lif.ops`        the ``torch.library`` registration that makes each implementation one op
 - :mod:`snn.lif.backends`   the ``--backend`` names and what each supports
 - :mod:`snn.lif.layers`     the functional and module API (``lif_spike``, ``LIFSpike``, ``LeakyReadout``)
+- :mod:`snn.lif.pool`       a LIF layer and the 2x2 max-pooling after it, fused on the CPU where it can be
 
 Importing this package imports none of them (importing the spec registers no op).
 """
