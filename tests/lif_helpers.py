@@ -6,7 +6,7 @@ pytest puts tests/ on sys.path, as for ``conftest``).
   re-stores a tensor time-major; ``poisoned_out`` is a NaN-filled (optionally transposed) ``out=`` buffer;
 * poisoned outputs: ``poison_triton_outputs`` / ``poison_cpu_outputs`` make the Triton and the C
   launchers fill every output with NaN before the kernel runs, so an element a kernel fails to
-  write shows up as a NaN spike or gradient;
+  write shows up as a NaN spike or gradient; ``count_calls`` counts calls of launchers (which kernel ran);
 * tile shrinking: ``shrink_triton_tiles``, the one place that names the Triton tile constants (the
   ``small_tiles`` fixture of tests/conftest.py calls it with the size of a ``small_tiles`` marker);
 * ``assert_grad_close``: a gradient against the fp32 reference, fp32 within 1e-5 and 16-bit by the
@@ -90,11 +90,25 @@ def poison_triton_outputs(monkeypatch) -> None:
 
 
 def poison_cpu_outputs(monkeypatch) -> None:
-    """The C kernel's launcher fills every output it allocates with NaN before the kernel runs."""
-    from snn.kernels.lif import cpu_launch
+    """The C kernels' launchers (the LIF's and the fused LIF + pooling's) fill every output they allocate
+    with NaN before the kernel runs."""
+    from snn.kernels.lif import cpu_launch, cpu_pool
 
     real_fresh = cpu_launch._fresh_output
     monkeypatch.setattr(cpu_launch, "_fresh_output", lambda *args, **kw: real_fresh(*args, **kw).fill_(float("nan")))
+    real_contiguous = cpu_pool.fresh_contiguous
+    monkeypatch.setattr(cpu_pool, "fresh_contiguous", lambda *args: real_contiguous(*args).fill_(float("nan")))
+
+
+def count_calls(monkeypatch, targets: dict) -> dict:
+    """``{label: (module, function name)}`` -> ``{label: calls}``, counting from now on (the functions still run)."""
+    calls = dict.fromkeys(targets, 0)
+    for label, (module, name) in targets.items():
+        def wrapped(*args, _label=label, _fn=getattr(module, name), **kwargs):
+            calls[_label] += 1
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapped)
+    return calls
 
 
 def shrink_triton_tiles(monkeypatch, neurons: int) -> None:

@@ -21,6 +21,8 @@ from snn.lif.backends import BACKENDS
 from snn.lif.layers import LIFSpike, TimeDistributed, direct_encode
 from snn.model import MLPConfig, SpikingMLP
 
+from lif_helpers import count_calls
+
 SMALL = MLPConfig(in_features=12, hidden=8, num_classes=3, time_steps=3)
 
 
@@ -188,17 +190,8 @@ def test_compiled_torch_backend_runs_the_fused_kernel_forward_and_backward(monke
     import snn.kernels.lif.cpu_launch as L
     import snn.lif.eager as E
 
-    calls = {"forward": 0, "backward": 0, "eager": 0}
-
-    def counting(name, fn):
-        def wrapped(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapped
-
-    monkeypatch.setattr(L, "lif_cpu_forward", counting("forward", L.lif_cpu_forward))
-    monkeypatch.setattr(L, "lif_cpu_backward", counting("backward", L.lif_cpu_backward))
-    monkeypatch.setattr(E, "lif_torch_forward", counting("eager", E.lif_torch_forward))
+    calls = count_calls(monkeypatch, {"forward": (L, "lif_cpu_forward"), "backward": (L, "lif_cpu_backward"),
+                                      "eager": (E, "lif_torch_forward")})
     model, x = conv_snn("torch"), conv_input(2)
     recorded = dynamo.testing.EagerAndRecordGraphs()
     torch.compile(model, backend=recorded, fullgraph=True)(x)

@@ -11,6 +11,8 @@ from snn.kernels.lif import cpu_launch, cpu_pool
 from snn.lif.layers import LIFSpike
 from snn.lif.pool import fusable, lif_max_pool2d, unfused
 
+from lif_helpers import count_calls, poison_cpu_outputs, saved_tensors
+
 pytestmark = pytest.mark.skipif(not cpu_launch.available(), reason="no C compiler: the fused CPU kernels do not build")
 
 OPTIONS = [
@@ -44,12 +46,6 @@ def run_both(layer, base, stride0, grad_of):
     return results
 
 
-def poisoned_outputs(monkeypatch):
-    """Make the launchers' outputs start as NaN, so an element the kernel does not write shows."""
-    real = cpu_pool.fresh_contiguous
-    monkeypatch.setattr(cpu_pool, "fresh_contiguous", lambda shape, dtype: real(shape, dtype).fill_(float("nan")))
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "seed")
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -63,7 +59,7 @@ def test_fused_equals_unfused_bit_for_bit(monkeypatch, dtype, options, shape, st
     grad[..., 0, 0] = -0.0  # F.max_pool2d's backward turns -0 into +0 (0 + g): so must the kernel
     x = base.unsqueeze(1).expand(shape) if stride0 else base
     assert fusable(layer, x)
-    poisoned_outputs(monkeypatch)
+    poison_cpu_outputs(monkeypatch)
     (fused, g_fused), (plain, g_plain) = run_both(layer, base, stride0, grad)
     assert fused.shape == (B, T, C, H // 2, W // 2) and fused.is_contiguous()
     assert torch.equal(fused, plain)
@@ -132,15 +128,9 @@ def test_the_fused_blocks_save_only_their_inputs():
     images = torch.rand(3, 1, 28, 28)
 
     def saved_bytes(forward):
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with saved_tensors() as saved:
             forward(images).sum()
-        return sum(storages.values())
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}.values())
 
     fused = saved_bytes(model)
     plain = saved_bytes(lambda x: model.forward_with_spikes(x)[0])
@@ -154,16 +144,7 @@ def test_torch_compile_calls_the_fused_kernel_forward_and_backward(monkeypatch, 
     """Under torch.compile the CSNN's blocks run the kernel as the opaque ops snn::lif_pool_fwd/bwd: the
     same spikes and gradients as eager (bit for bit under aot_eager; Inductor reorders other layers'
     sums, so to rounding there)."""
-    calls = {"forward": 0, "backward": 0}
-
-    def counting(name, fn):
-        def wrapped(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return wrapped
-
-    monkeypatch.setattr(cpu_pool, "lif_pool_forward", counting("forward", cpu_pool.lif_pool_forward))
-    monkeypatch.setattr(cpu_pool, "lif_pool_backward", counting("backward", cpu_pool.lif_pool_backward))
+    calls = count_calls(monkeypatch, {"forward": (cpu_pool, "lif_pool_forward"), "backward": (cpu_pool, "lif_pool_backward")})
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = SpikingCSNN(CSNNConfig(channels=4))
