@@ -122,6 +122,8 @@ class UnfusedCSNN(SpikingCSNN):
 
     def forward(self, images):
         return self.forward_with_spikes(images)[0]
+
+
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 

@@ -49,8 +49,10 @@ def lif_pool_forward(x: torch.Tensor, tau: float, thresh: float, spec: LIFSpec) 
         return out
     table = _scalar_params(tau, thresh, x.dtype)
     mode, v_reset = _forward_consts(spec, x.dtype)
-    args = cpu_build._FwdArgs(B, T, N, x.data_ptr(), x.stride(0), x.stride(1), 1, out.data_ptr(), 0,
-                              out.stride(0), out.stride(1), 1, table.data_ptr(), 1, 0, 0, 0, 0, v_reset, 0, 0, 0)
+    # fields not named stay 0 / NULL: no h, v0, final potential or bits (lif_pool_forward refuses them)
+    args = cpu_build._FwdArgs(B=B, T=T, N=N, x=x.data_ptr(), xsb=x.stride(0), xst=x.stride(1), xsn=1,
+                              s=out.data_ptr(), osb=out.stride(0), ost=out.stride(1), osn=1,
+                              params=table.data_ptr(), n_param=1, v_reset=v_reset)
     rc = lib.lif_pool_forward(cpu_build.DTYPES[x.dtype], mode, ctypes.byref(args), W, torch.get_num_threads())
     if rc != 0:
         raise (MemoryError if rc == -2 else RuntimeError)(f"lif_pool: the C forward failed ({rc})")
@@ -67,11 +69,13 @@ def lif_pool_backward(grad: torch.Tensor, x: torch.Tensor, tau: float, thresh: f
         return grad_x
     grad = grad.to(dtype).contiguous()
     table = _scalar_params(tau, thresh, dtype)
+    # fields not named stay 0 / NULL: no final-potential gradient, v0 or parameter gradients (refused by the kernel)
     args = cpu_build._BwdArgs(
-        B, T, N, grad.data_ptr(), grad.stride(0), grad.stride(1), 1, x.data_ptr(), x.stride(0), x.stride(1), 1,
-        grad_x.data_ptr(), grad_x.stride(0), grad_x.stride(1), 1, table.data_ptr(), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        _f32(spec.v_reset), _round(spec.v_reset, dtype), int(spec.detach_reset), _surrogate_consts(spec, dtype),
-        spec.surrogate_id, _RESET_CODES[spec.reset])
+        B=B, T=T, N=N, gs=grad.data_ptr(), gsb=grad.stride(0), gst=grad.stride(1), gsn=1,
+        x=x.data_ptr(), xsb=x.stride(0), xst=x.stride(1), xsn=1,
+        gx=grad_x.data_ptr(), gxsb=grad_x.stride(0), gxst=grad_x.stride(1), gxsn=1, params=table.data_ptr(), n_param=1,
+        v_reset=_f32(spec.v_reset), v_reset_fwd=_round(spec.v_reset, dtype), detach=int(spec.detach_reset),
+        k=_surrogate_consts(spec, dtype), sg=spec.surrogate_id, soft=_RESET_CODES[spec.reset])
     rc = lib.lif_pool_backward(cpu_build.DTYPES[dtype], spec.surrogate_id, _RESET_CODES[spec.reset], ctypes.byref(args),
                                W, torch.get_num_threads())
     if rc != 0:
