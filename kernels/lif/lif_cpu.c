@@ -466,11 +466,24 @@ INLINE float g_or_zero(int keep, float g) {
 
 INLINE int64_t pool_pairs_per_tile(int64_t width) { return TILE / (2 * width); }
 
+INLINE int64_t pool_tiles_per_sample(int64_t N, int64_t width) {
+    const int64_t ppt = pool_pairs_per_tile(width);
+    return (N / (2 * width) + ppt - 1) / ppt;
+}
+
+/* tile -> its batch row b and its row pairs r0 .. r0+nr (of N / 2W per sample), for both passes */
+typedef struct { int64_t b, r0, nr; } PoolTile;
+INLINE PoolTile pool_tile(int64_t N, int64_t width, int64_t tile) {
+    const int64_t ppt = pool_pairs_per_tile(width), pairs = N / (2 * width), ntn = pool_tiles_per_sample(N, width);
+    const int64_t r0 = (tile % ntn) * ppt;
+    const PoolTile pt = { tile / ntn, r0, pairs - r0 < ppt ? pairs - r0 : ppt };
+    return pt;
+}
+
 INLINE void pool_fwd_one_tile(const int dt, const int mode, const FwdArgs *a, int64_t width, int64_t tile, char *sbuf) {
     const int64_t esz = dt == DT_F32 ? 4 : 2, half = width / 2;
-    const int64_t ppt = pool_pairs_per_tile(width), pairs = a->N / (2 * width), ntn = (pairs + ppt - 1) / ppt;
-    const int64_t b = tile / ntn, r0 = (tile % ntn) * ppt, nr = pairs - r0 < ppt ? pairs - r0 : ppt;
-    const int64_t n0 = r0 * 2 * width, w = nr * 2 * width;
+    const PoolTile pt = pool_tile(a->N, width, tile);
+    const int64_t b = pt.b, r0 = pt.r0, nr = pt.nr, n0 = r0 * 2 * width, w = nr * 2 * width;
     float v[TILE];
     for (int64_t j = 0; j < w; j++) v[j] = 0.0f;
     fwd_tile(dt, 1, mode, 0, a->T, w, a->x + (b * a->xsb + n0) * esz, a->xst, 1, sbuf, NULL, w, 1, v,
@@ -507,8 +520,7 @@ int lif_pool_forward(int dt, int mode, const FwdArgs *a, int64_t width, int nthr
     if (dt < 0 || dt > 2 || mode < 0 || mode > 3 || !pool_args_ok(a->N, width, a->xsn, a->n_param)) return -1;
     if (a->h || a->v0 || a->vT || a->bits) return -1;
     const PoolFwdFn f = PFWD[dt][mode];
-    const int64_t esz = dt == DT_F32 ? 4 : 2, ppt = pool_pairs_per_tile(width);
-    const int64_t ntiles = a->B * ((a->N / (2 * width) + ppt - 1) / ppt);
+    const int64_t esz = dt == DT_F32 ? 4 : 2, ntiles = a->B * pool_tiles_per_sample(a->N, width);
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(a->B * a->T * a->N, nthreads)) reduction(|| : failed)
     {
@@ -525,9 +537,8 @@ int lif_pool_forward(int dt, int mode, const FwdArgs *a, int64_t width, int nthr
 INLINE void pool_bwd_one_tile(const int dt, const int sg, const int soft, const BwdArgs *a, int64_t width, int64_t tile,
                               float *hb, char *gbuf) {
     const int64_t esz = dt == DT_F32 ? 4 : 2, half = width / 2, T = a->T;
-    const int64_t ppt = pool_pairs_per_tile(width), pairs = a->N / (2 * width), ntn = (pairs + ppt - 1) / ppt;
-    const int64_t b = tile / ntn, r0 = (tile % ntn) * ppt, nr = pairs - r0 < ppt ? pairs - r0 : ppt;
-    const int64_t n0 = r0 * 2 * width, w = nr * 2 * width;
+    const PoolTile pt = pool_tile(a->N, width, tile);
+    const int64_t b = pt.b, r0 = pt.r0, nr = pt.nr, n0 = r0 * 2 * width, w = nr * 2 * width;
     const int has_vr = a->v_reset != 0.0f;
     float p[PARAM_ROWS][TILE], c[TILE];
     fill_params(p, a->params, 1, 0, w);
@@ -578,8 +589,7 @@ int lif_pool_backward(int dt, int sg, int soft, const BwdArgs *a, int64_t width,
     if (!pool_args_ok(a->N, width, a->xsn, a->n_param) || a->gxsn != 1) return -1;
     if (a->gv || a->v0 || a->gv0 || a->gtau || a->gth) return -1;
     const PoolBwdFn f = soft == RS_HARD ? PBWD[dt][sg] : PBWD_GENERIC[dt];
-    const int64_t esz = dt == DT_F32 ? 4 : 2, ppt = pool_pairs_per_tile(width);
-    const int64_t ntiles = a->B * ((a->N / (2 * width) + ppt - 1) / ppt);
+    const int64_t esz = dt == DT_F32 ? 4 : 2, ntiles = a->B * pool_tiles_per_sample(a->N, width);
     int failed = 0;
 #pragma omp parallel num_threads(threads_for(a->B * a->T * a->N, nthreads)) reduction(|| : failed)
     {
